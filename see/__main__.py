@@ -1,0 +1,5 @@
+import sys
+
+from see.cli import main
+
+sys.exit(main())

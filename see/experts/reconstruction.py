@@ -1,0 +1,114 @@
+"""Task reconstruction: a task becomes positives and negatives for one expert.
+
+Positives are the task's examples with target ``<<pos>> answer``. Negatives
+are queries the expert must reject, with target ``<<neg>>``: a rehearsal
+sample of earlier tasks (an expert only has to reject *older* tasks, since
+newer experts see a query first) and a pool of general negatives, so that an
+expert also rejects what no task of the stream looks like.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from see.data import Task
+from see.store import read_jsonl, write_jsonl
+
+Query = tuple[str | None, str]  # (instruction, input)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    instruction: str | None
+    input: str
+    #: "pos" or "neg"
+    kind: str
+    #: the answer after <<pos>>; None for negatives
+    answer: str | None
+    #: where the example came from: the task name, "rehearsal:<task>" or "general"
+    origin: str
+
+
+class RehearsalBuffer:
+    """Queries of earlier tasks kept in the ensemble, per task, in expert order."""
+
+    def __init__(self, per_task: dict[str, list[Query]] | None = None):
+        self.per_task: dict[str, list[Query]] = dict(per_task or {})
+
+    @staticmethod
+    def sample_task(task: Task, size: int, seed: int) -> list[Query]:
+        picked = task.sample(size, seed) if size < len(task) else task
+        return [(picked.instruction, ex.input) for ex in picked.examples]
+
+    def add(self, name: str, queries: list[Query]) -> None:
+        self.per_task[name] = list(queries)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.per_task.values())
+
+    @staticmethod
+    def save_queries(path: Path, queries: Sequence[Query]) -> None:
+        write_jsonl(path, [{"instruction": i, "input": x} for i, x in queries])
+
+    @staticmethod
+    def load_queries(path: Path) -> list[Query]:
+        return [(r.get("instruction"), r["input"]) for r in read_jsonl(path)]
+
+
+def _allocate(total: int, sizes: dict[str, int], minimum: int) -> dict[str, int]:
+    """Split ``total`` negatives over earlier tasks: at least ``minimum`` each when available,
+    the rest in proportion to what each buffer holds."""
+    alloc = {k: min(minimum, n) for k, n in sizes.items()}
+    remaining = max(0, total - sum(alloc.values()))
+    capacity = {k: sizes[k] - alloc[k] for k in sizes}
+    cap_total = sum(capacity.values())
+    if remaining and cap_total:
+        shares = {k: remaining * capacity[k] / cap_total for k in sizes}
+        extra = {k: min(capacity[k], int(math.floor(shares[k]))) for k in sizes}
+        leftover = min(remaining, cap_total) - sum(extra.values())
+        for k in sorted(sizes, key=lambda k: shares[k] - extra[k], reverse=True):
+            if leftover <= 0:
+                break
+            if extra[k] < capacity[k]:
+                extra[k] += 1
+                leftover -= 1
+        alloc = {k: alloc[k] + extra[k] for k in sizes}
+    return alloc
+
+
+def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
+                     general: Sequence[Query] = (), *, negative_ratio: float = 0.2,
+                     min_negatives_per_task: int = 1, general_negative_ratio: float = 0.2,
+                     seed: int = 0) -> list[TrainingExample]:
+    """Positives of ``task`` plus rehearsal and general negatives, shuffled with ``seed``.
+
+    Sizes: ``negative_ratio * len(task)`` rehearsal negatives spread over the
+    earlier tasks (at least ``min_negatives_per_task`` from each when its
+    buffer has them), and ``general_negative_ratio * len(task)`` general
+    negatives. The first expert has no rehearsal: it gets general negatives only.
+    """
+    rng = random.Random(seed)
+    out = [TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name) for ex in task.examples]
+    n_pos = len(out)
+    if rehearsal is not None and rehearsal.per_task:
+        sizes = {k: len(v) for k, v in rehearsal.per_task.items() if k != task.name}
+        alloc = _allocate(int(round(negative_ratio * n_pos)), sizes, min_negatives_per_task)
+        for name, count in alloc.items():
+            for instruction, text in rng.sample(rehearsal.per_task[name], count):
+                out.append(TrainingExample(instruction, text, "neg", None, f"rehearsal:{name}"))
+    if general:
+        count = min(len(general), int(round(general_negative_ratio * n_pos)))
+        for instruction, text in rng.sample(list(general), count):
+            out.append(TrainingExample(instruction, text, "neg", None, "general"))
+    rng.shuffle(out)
+    return out
+
+
+def count_by_origin(examples: Iterable[TrainingExample]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ex in examples:
+        counts[ex.origin] = counts.get(ex.origin, 0) + 1
+    return counts

@@ -1,0 +1,285 @@
+"""Train one LoRA expert with PEFT, driven by ``accelerate``.
+
+Only the LoRA weights and the indicator tokens' embedding rows (PEFT
+``trainable_token_indices``) train; the base weights never change. The loss
+covers the target tokens only (``<<pos>> answer</s>`` or ``<<neg>>``). The
+same code runs in one process or under ``accelerate launch --num_processes N``.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from see.data import format_prompt
+from see.errors import DataError
+from see.experts.reconstruction import TrainingExample
+
+IGNORE = -100
+
+
+@dataclass
+class EncodedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    steps: int
+    losses: list[float] = field(default_factory=list)
+
+
+def stop_token_id(tokenizer) -> int:
+    """The token that ends an answer (EOS, or SEP for BERT-like tokenizers)."""
+    for tid in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)):
+        if tid is not None:
+            return tid
+    raise DataError("the tokenizer has neither an EOS nor a SEP token to end answers")
+
+
+def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, neg_id: int, max_length: int,
+                   overlength: str = "truncate", where: str | None = None) -> tuple[EncodedExample, bool]:
+    """Prompt ids + target ids with the loss masked on the prompt. Returns (encoded, truncated)."""
+    prompt = tokenizer(format_prompt(ex.input, ex.instruction, template))["input_ids"]
+    if ex.kind == "pos":
+        answer = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
+        target = [pos_id] + answer + [stop_token_id(tokenizer)]
+    else:
+        target = [neg_id]
+    truncated = False
+    if len(prompt) + len(target) > max_length:
+        if overlength == "reject" or len(target) >= max_length // 2:
+            raise DataError(f"example is {len(prompt) + len(target)} tokens, longer than train.max_length="
+                            f"{max_length}", file=where, field="input",
+                            hint="raise train.max_length, shorten the example, or set train.overlength=truncate")
+        keep = max_length - len(target)
+        # keep the start-of-sequence token (if any) and the end of the prompt, where the question is
+        head = prompt[:1] if prompt and prompt[0] == tokenizer.bos_token_id else []
+        prompt = head + prompt[len(prompt) - (keep - len(head)):]
+        truncated = True
+    return EncodedExample(prompt + target, [IGNORE] * len(prompt) + target), truncated
+
+
+def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a training batch."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _module_name(model, module) -> str | None:
+    for name, m in model.named_modules():
+        if m is module:
+            return name.split(".")[-1]
+    return None
+
+
+def lora_config(settings: Any, model, token_ids: Sequence[int], kind: str = "lora",
+                invocation_ids: Sequence[int] | None = None):
+    """A PEFT ``LoraConfig`` from the config's ``lora`` section for ``model``.
+
+    The indicator tokens train through ``trainable_token_indices``; with an
+    untied output layer its rows are listed too, or the new rows of the LM head
+    would never learn.
+    """
+    from peft import LoraConfig
+
+    token_ids = list(token_ids)
+    emb = model.get_input_embeddings()
+    out = model.get_output_embeddings()
+    tied = out is None or out.weight.data_ptr() == emb.weight.data_ptr()
+    if tied:
+        trainable: Any = token_ids
+    else:
+        trainable = {_module_name(model, emb): token_ids, _module_name(model, out): token_ids}
+    target = settings.target_modules
+    target = target if isinstance(target, str) else list(target)
+    kwargs = {}
+    if kind == "alora":
+        kwargs["alora_invocation_tokens"] = list(invocation_ids or [])
+    return LoraConfig(r=int(settings.r), lora_alpha=int(settings.alpha), lora_dropout=float(settings.dropout),
+                      target_modules=target, trainable_token_indices=trainable, task_type="CAUSAL_LM", **kwargs)
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float]) -> None:
+    """Trainable weights, optimizer, scheduler and RNG: enough to resume bit-for-bit on one process."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+        "losses": losses, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+    }
+    tmp = path / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(path / "state.pt")
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    file = path / "state.pt"
+    if not file.is_file():
+        return None
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *, template: str,
+                 pos_id: int, neg_id: int, lora: Any, train: Any, kind: str = "lora",
+                 invocation_ids: Sequence[int] | None = None, heldout: Sequence[TrainingExample] = (),
+                 checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True,
+                 accelerator=None, log: Callable[[str], None] = print, where: str | None = None):
+    """Wrap ``model`` with a fresh LoRA expert and train it on ``train_examples``.
+
+    Returns ``(peft_model, TrainResult)``. ``heldout`` examples are scored at
+    the end (loss, share of positives accepted, share of negatives rejected,
+    exact match of the answers).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from peft import get_peft_model
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(train.mixed_precision),
+                                             gradient_accumulation_steps=int(train.grad_accum))
+    set_seed(int(train.seed))
+    encoded, n_truncated = [], 0
+    for k, ex in enumerate(train_examples):
+        enc, cut = encode_example(tokenizer, ex, template, pos_id, neg_id, int(train.max_length),
+                                  train.overlength, where=f"{where} (example {k + 1})" if where else None)
+        encoded.append(enc)
+        n_truncated += cut
+    if n_truncated and accelerator.is_main_process:
+        warnings.warn(f"{n_truncated} example(s) longer than train.max_length={train.max_length} tokens were "
+                      "truncated from the start of the prompt", stacklevel=2)
+    if not encoded:
+        raise DataError("no training examples", file=where)
+
+    peft_model = get_peft_model(model, lora_config(lora, model, [pos_id, neg_id], kind, invocation_ids))
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
+    generator = torch.Generator().manual_seed(int(train.seed))
+    loader = torch.utils.data.DataLoader(encoded, batch_size=int(train.batch_size), shuffle=True,
+                                         generator=generator, collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+    updates_per_epoch = max(1, math.ceil(len(loader) / int(train.grad_accum) / accelerator.num_processes))
+    total = int(train.max_steps) if train.max_steps else max(1, math.ceil(float(train.epochs) * updates_per_epoch))
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
+                              num_training_steps=total)
+    peft_model, optimizer, loader, scheduler = accelerator.prepare(peft_model, optimizer, loader, scheduler)
+
+    step, losses = 0, []
+    if resume and checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir)
+        if state is not None:
+            named = dict(accelerator.unwrap_model(peft_model).named_parameters())
+            with torch.no_grad():
+                for n, value in state["trainable"].items():
+                    named[n].copy_(value)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, losses = state["step"], list(state["losses"])
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(state["python_rng"])
+            log(f"resuming from step {step}/{total}")
+
+    peft_model.train()
+    bar = tqdm(total=total, initial=step, desc="training", disable=not (progress and accelerator.is_main_process),
+               dynamic_ncols=True, leave=False)
+    batches_per_update = int(train.grad_accum)
+    start = time.time()
+    epoch = (step * batches_per_update) // max(1, len(loader))
+    skip = (step * batches_per_update) % max(1, len(loader))
+    window: list[float] = []
+    while step < total:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        generator.manual_seed(int(train.seed) + epoch)
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        skip = 0
+        for batch in batches:
+            with accelerator.accumulate(peft_model):
+                out = peft_model(**batch)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            window.append(accelerator.gather(out.loss.detach().reshape(1)).mean().item())
+            if accelerator.sync_gradients:
+                step += 1
+                losses.append(sum(window) / len(window))
+                window = []
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if (checkpoint_dir is not None and int(train.checkpoint_every) and step % int(train.checkpoint_every) == 0
+                        and step < total and accelerator.is_main_process):
+                    save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
+                                    step, losses)
+                if step >= total:
+                    break
+        epoch += 1
+    bar.close()
+    accelerator.wait_for_everyone()
+    peft_model = accelerator.unwrap_model(peft_model)
+    peft_model.eval()
+    metrics = {"train_loss": round(float(sum(losses[-10:]) / max(1, len(losses[-10:]))), 5),
+               "steps": step, "examples": len(encoded), "truncated": n_truncated,
+               "seconds": round(time.time() - start, 1), "processes": accelerator.num_processes}
+    if heldout:
+        metrics.update(evaluate_heldout(peft_model, tokenizer, heldout, template=template, pos_id=pos_id,
+                                        neg_id=neg_id, max_length=int(train.max_length)))
+    return peft_model, TrainResult(metrics=metrics, steps=step, losses=losses)
+
+
+@torch.no_grad()
+def evaluate_heldout(model, tokenizer, examples: Sequence[TrainingExample], *, template: str, pos_id: int,
+                     neg_id: int, max_length: int, batch_size: int = 32) -> dict:
+    """Held-out loss and decisions of one expert (the active adapter) on its held-out examples."""
+    from see.metrics import exact_match
+    from see.routing.decode import first_token_scores, greedy_answers
+
+    device = next(model.parameters()).device
+    encoded = [encode_example(tokenizer, ex, template, pos_id, neg_id, max_length)[0] for ex in examples]
+    loss_sum, tok_count = 0.0, 0
+    for i in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], tokenizer.pad_token_id).items()}
+        out = model(**batch)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        loss_sum += out.loss.item() * n
+        tok_count += n
+    prompts = [format_prompt(ex.input, ex.instruction, template) for ex in examples]
+    scores, accept = first_token_scores(model, tokenizer, prompts, pos_id, neg_id, batch_size=batch_size)
+    pos = [k for k, ex in enumerate(examples) if ex.kind == "pos"]
+    neg = [k for k, ex in enumerate(examples) if ex.kind == "neg"]
+    out = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
+    if pos:
+        out["heldout_accept_rate"] = round(sum(accept[k] for k in pos) / len(pos), 4)
+        answers = greedy_answers(model, tokenizer, [prompts[k] for k in pos], pos_id, max_new_tokens=32,
+                                 batch_size=batch_size, block_ids=[pos_id, neg_id])
+        out["heldout_exact_match"] = round(sum(exact_match(a, [examples[k].answer]) for a, k in zip(answers, pos))
+                                           / len(pos), 4)
+    if neg:
+        out["heldout_reject_rate"] = round(sum(not accept[k] for k in neg) / len(neg), 4)
+    return out

@@ -1,0 +1,169 @@
+"""Metrics, each a pure function defined once.
+
+Continual-learning metrics take the accuracy matrix ``R`` where ``R[i][j]`` is
+the score on task ``j`` after training through task ``i`` (0-based here; the
+report writes them 1-based). Missing cells are ``None`` or NaN and are
+skipped; a metric with no cell to average returns ``None``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import Iterable, Sequence
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and extra whitespace (SQuAD/SuperNI style, articles kept)."""
+    text = text.lower().strip()
+    text = "".join(ch for ch in text if ch not in string.punctuation)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def exact_match(prediction: str, answers: Iterable[str]) -> float:
+    """1.0 when the prediction equals any acceptable answer after normalisation."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(a) for a in answers))
+
+
+_ROUGE = None
+
+
+def rouge_l(prediction: str, answers: Iterable[str]) -> float:
+    """Best ROUGE-L F1 over the acceptable answers (``rouge-score`` library)."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return max((_ROUGE.score(a, prediction)["rougeL"].fmeasure for a in answers), default=0.0)
+
+
+SCORERS = {"exact_match": exact_match, "rouge_l": rouge_l}
+
+
+def _ok(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if _ok(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _cell(R: Matrix, i: int, j: int) -> float | None:
+    try:
+        v = R[i][j]
+    except IndexError:
+        return None
+    return v if _ok(v) else None
+
+
+def average_performance(R: Matrix) -> float | None:
+    """AP: mean of the last row (every task after training on all of them)."""
+    if not R:
+        return None
+    return _mean(R[-1])
+
+
+def backward_transfer(R: Matrix) -> float | None:
+    """BWT: mean over j < T of R[T][j] - R[j][j]. None for T = 1."""
+    T = len(R)
+    diffs = []
+    for j in range(T - 1):
+        a, b = _cell(R, T - 1, j), _cell(R, j, j)
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    return _mean(diffs)
+
+
+def forward_transfer(R: Matrix, zero_shot: Sequence[float | None]) -> float | None:
+    """FWT: mean over j >= 1 of R[j-1][j] - zero_shot[j] (the base model's score on task j)."""
+    T = len(R)
+    diffs = []
+    for j in range(1, T):
+        a = _cell(R, j - 1, j)
+        b = zero_shot[j] if j < len(zero_shot) and _ok(zero_shot[j]) else None
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    return _mean(diffs)
+
+
+def forgetting(R: Matrix) -> float | None:
+    """Mean over j < T of (max over i < T of R[i][j]) - R[T][j]."""
+    T = len(R)
+    drops = []
+    for j in range(T - 1):
+        last = _cell(R, T - 1, j)
+        best = [v for v in (_cell(R, i, j) for i in range(T - 1)) if v is not None]
+        if last is not None and best:
+            drops.append(max(best) - last)
+    return _mean(drops)
+
+
+FALLBACK = "<fallback>"
+
+
+def routing_confusion(true_tasks: Sequence[str], chosen: Sequence[str | None], labels: Sequence[str]
+                      ) -> list[list[int]]:
+    """Counts C[t][c]: queries of task labels[t] sent to labels[c]; the last column is the fallback (None)."""
+    index = {name: k for k, name in enumerate(labels)}
+    C = [[0] * (len(labels) + 1) for _ in labels]
+    for t, c in zip(true_tasks, chosen):
+        if t not in index:
+            raise ValueError(f"unknown true task {t!r}")
+        col = len(labels) if c is None else index.get(c)
+        if col is None:
+            raise ValueError(f"unknown chosen expert {c!r}")
+        C[index[t]][col] += 1
+    return C
+
+
+def routing_accuracy(true_tasks: Sequence[str], chosen: Sequence[str | None]) -> float | None:
+    """Share of queries answered by their own task's expert."""
+    if not true_tasks:
+        return None
+    return sum(t == c for t, c in zip(true_tasks, chosen)) / len(true_tasks)
+
+
+def fallback_rate(chosen: Sequence[str | None]) -> float | None:
+    """Share of queries that reached the fallback (None). On OOD queries this is the TPR; on
+    in-distribution queries it is the FPR."""
+    if not chosen:
+        return None
+    return sum(c is None for c in chosen) / len(chosen)
+
+
+def auroc(scores_pos: Sequence[float], scores_neg: Sequence[float]) -> float | None:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count half.
+
+    For OOD detection the positives are the OOD queries and the score is
+    ``1 - max P(<<pos>>)`` over experts (an OOD query should look unlike every task).
+    """
+    if not scores_pos or not scores_neg:
+        return None
+    ranked = sorted([(s, 1) for s in scores_pos] + [(s, 0) for s in scores_neg])
+    # rank-sum (Mann-Whitney U) with average ranks for ties
+    rank_sum, k = 0.0, 0
+    while k < len(ranked):
+        m = k
+        while m + 1 < len(ranked) and ranked[m + 1][0] == ranked[k][0]:
+            m += 1
+        avg_rank = (k + m) / 2 + 1
+        rank_sum += avg_rank * sum(lbl for _, lbl in ranked[k:m + 1])
+        k = m + 1
+    n_pos, n_neg = len(scores_pos), len(scores_neg)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation over seeds (spread 0.0 for a single value)."""
+    vals = [v for v in values if _ok(v)]
+    if not vals:
+        return None, None
+    mu = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))

@@ -1,0 +1,241 @@
+"""Prefill and decode primitives shared by every routing mode.
+
+We decode with our own loop rather than ``generate`` because routing needs
+the first-token distribution of every consulted expert, and the accepting
+expert must continue from its own prefill (its KV cache) in the same
+generation.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 64
+    #: 0 means greedy (deterministic).
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Decoded:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+def _forward_fn(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.forward
+
+
+def cache_kwarg(model) -> str:
+    """transformers >= 5 calls the KV cache ``cache``; older releases ``past_key_values``."""
+    params = inspect.signature(_forward_fn(model)).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def takes_position_ids(model) -> bool:
+    return "position_ids" in inspect.signature(_forward_fn(model)).parameters
+
+
+def output_cache(out):
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def select_cache(cache, rows: torch.Tensor):
+    """A new cache holding only ``rows`` (the source cache is left unchanged)."""
+    import copy
+
+    new = copy.copy(cache)
+    if hasattr(cache, "layers"):
+        new.layers = []
+        for layer in cache.layers:
+            lay = copy.copy(layer)
+            lay.keys = layer.keys.index_select(0, rows)
+            lay.values = layer.values.index_select(0, rows)
+            new.layers.append(lay)
+        return new
+    return tuple((k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache)  # legacy tuples
+
+
+def model_inputs(model, ids, mask, pos, cache=None, **extra) -> dict:
+    kw = {"input_ids": ids, "attention_mask": mask, "use_cache": True, **extra}
+    if takes_position_ids(model):
+        kw["position_ids"] = pos
+    if cache is not None:
+        kw[cache_kwarg(model)] = cache
+    return kw
+
+
+@torch.no_grad()
+def prefill(model, ids, mask, **extra):
+    """Forward the prompts; -> (last-position logits in float32, cache, last positions)."""
+    pos = positions(mask)
+    out = model(**model_inputs(model, ids, mask, pos, logits_to_keep=1, **extra))
+    return out.logits[:, -1].float(), output_cache(out), pos[:, -1:]
+
+
+def decision(logits: torch.Tensor, pos_id: int, threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """P(<<pos>>) over the vocabulary and the accept decision (argmax, or P >= threshold)."""
+    probs = torch.softmax(logits, dim=-1)
+    p_pos = probs[:, pos_id]
+    if threshold is None:
+        accept = logits.argmax(dim=-1) == pos_id
+    else:
+        accept = p_pos >= threshold
+    return p_pos, accept
+
+
+def _choose(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Tensor:
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def decode(model, tokenizer, cache, mask: torch.Tensor, last_pos: torch.Tensor, first: torch.Tensor | None,
+           first_logits: torch.Tensor | None, params: SamplingParams, stop_id: int,
+           block_ids: Sequence[int] = (), extra_fn=None) -> list[Decoded]:
+    """Continue a prefilled batch.
+
+    Either ``first`` holds a token to feed before answering (the ``<<pos>>``
+    an expert said) or ``first_logits`` holds the prefill's last logits to
+    sample the first answer token from (the fallback). ``extra_fn(step)``
+    returns extra forward kwargs (adapter names, aLoRA offsets).
+    """
+    device = mask.device
+    n = mask.shape[0]
+    generator = None
+    if params.temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed() % (2 ** 63))
+    block = torch.tensor(list(block_ids), dtype=torch.long, device=device)
+    out_ids: list[list[int]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    reasons = ["length"] * n
+    texts: list[str | None] = [None] * n  # set when a stop string cut the text
+    step = 0
+
+    def pick(logits):
+        if len(block):
+            logits = logits.clone()
+            logits[:, block] = float("-inf")
+        return _choose(logits, params, generator)
+
+    if first is not None:
+        token = first.to(device)
+    else:
+        token = pick(first_logits)
+        step_tokens = token
+        _append(out_ids, step_tokens, done, stop_id, reasons, tokenizer, params, texts)
+        if params.max_new_tokens <= 1:
+            return [_decoded(tokenizer, ids, texts[i], reasons[i]) for i, ids in enumerate(out_ids)]
+    budget = params.max_new_tokens - (0 if first is not None else 1)
+    for _ in range(budget):
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(n, 1)], dim=-1)
+        last_pos = last_pos + 1
+        extra = extra_fn(step) if extra_fn else {}
+        out = model(**model_inputs(model, token.view(n, 1), mask, last_pos, cache, **extra))
+        cache = output_cache(out)
+        token = pick(out.logits[:, -1].float())
+        token = torch.where(done, torch.full_like(token, stop_id), token)
+        _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts)
+        step += 1
+    return [_decoded(tokenizer, ids, texts[i], reasons[i]) for i, ids in enumerate(out_ids)]
+
+
+def _decoded(tokenizer, ids, text, reason) -> Decoded:
+    if text is None:
+        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return Decoded(ids, text, reason)
+
+
+def _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts):
+    for i, t in enumerate(token.tolist()):
+        if done[i]:
+            continue
+        if t == stop_id:
+            done[i] = True
+            reasons[i] = "stop"
+            continue
+        out_ids[i].append(t)
+        if params.stop:
+            text = tokenizer.decode(out_ids[i], skip_special_tokens=True)
+            cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
+            if cut >= 0:
+                texts[i] = text[:cut].strip()
+                done[i] = True
+                reasons[i] = "stop"
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    return [tokenizer(p)["input_ids"] for p in prompts]
+
+
+@torch.no_grad()
+def first_token_scores(model, tokenizer, prompts: Sequence[str], pos_id: int, neg_id: int, batch_size: int = 32,
+                       threshold: float | None = None) -> tuple[list[float], list[bool]]:
+    """P(<<pos>>) and the accept decision of the active adapter for each prompt."""
+    device = next(model.parameters()).device
+    enc = encode_prompts(tokenizer, prompts)
+    scores, accepts = [], []
+    for i in range(0, len(enc), batch_size):
+        ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
+        pos = positions(mask)
+        logits = model(**{k: v for k, v in model_inputs(model, ids, mask, pos).items() if k != "use_cache"},
+                       use_cache=False).logits[:, -1].float()
+        p, a = decision(logits, pos_id, threshold)
+        scores += p.tolist()
+        accepts += a.tolist()
+    return scores, accepts
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: Sequence[str], pos_id: int, max_new_tokens: int = 32,
+                   batch_size: int = 32, block_ids: Sequence[int] = ()) -> list[str]:
+    """Answers of the active adapter after it is made to say ``<<pos>>``."""
+    from see.experts.training import stop_token_id
+
+    device = next(model.parameters()).device
+    enc = encode_prompts(tokenizer, prompts)
+    out: list[str] = []
+    for i in range(0, len(enc), batch_size):
+        ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
+        _, cache, last = prefill(model, ids, mask)
+        first = torch.full((ids.shape[0],), pos_id, dtype=torch.long, device=device)
+        decoded = decode(model, tokenizer, cache, mask, last, first, None, SamplingParams(max_new_tokens),
+                         stop_token_id(tokenizer), block_ids)
+        out += [d.text for d in decoded]
+    return out

@@ -1,0 +1,308 @@
+"""The ensemble on disk.
+
+Layout::
+
+    DIR/
+      manifest.json            written last, by an atomic rename: the one source of truth
+      tokenizer/               the base tokenizer with the indicator tokens added at init
+      experts/<name>/          PEFT adapter (adapter_config.json + adapter_model.safetensors)
+                               plus rehearsal.jsonl and heldout.jsonl
+      .staging/                temporary folders of adds in progress (never read as experts)
+      .lock                    serialises writers
+
+An expert exists only when the manifest lists it. Adding one trains into
+``.staging/``, renames the finished folder into ``experts/`` and then
+replaces the manifest; a crash at any point leaves the old manifest, so the
+ensemble is as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from see.errors import StoreError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STAGING = ".staging"
+LOCK = ".lock"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_name(name: str, where: str | None = None) -> str:
+    """Expert names become folder names: keep them inside the ensemble."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise StoreError(f"invalid expert name {name!r}", file=where, field="name",
+                         hint="use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit, no '..'")
+    return name
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the manifest from other users
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ExpertRecord:
+    name: str
+    path: str
+    config: dict
+    data: dict
+    metrics: dict
+    created: str
+    threshold: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "path": self.path, "created": self.created, "config": self.config,
+               "data": self.data, "metrics": self.metrics, "threshold": self.threshold}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "ExpertRecord":
+        try:
+            known = {"name", "path", "created", "config", "data", "metrics", "threshold"}
+            rec = cls(name=d["name"], path=d["path"], config=d.get("config", {}), data=d.get("data", {}),
+                      metrics=d.get("metrics", {}), created=d.get("created", ""), threshold=d.get("threshold"),
+                      extra={k: v for k, v in d.items() if k not in known})
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"corrupted expert entry: missing {exc}", file=where, field="experts") from None
+        validate_name(rec.name, where)
+        if rec.path != f"experts/{rec.name}":
+            raise StoreError(f"expert path {rec.path!r} must be 'experts/{rec.name}'", file=where,
+                             field=f"experts.{rec.name}.path")
+        if rec.threshold is not None and not (isinstance(rec.threshold, (int, float)) and 0 <= rec.threshold <= 1):
+            raise StoreError(f"threshold {rec.threshold!r} is not in [0, 1]", file=where,
+                             field=f"experts.{rec.name}.threshold")
+        return rec
+
+
+@dataclass
+class Manifest:
+    base: dict
+    fallback: dict | None
+    settings: dict
+    tokenizer: str = "tokenizer"
+    indicator: dict = field(default_factory=dict)
+    experts: list[ExpertRecord] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+    created: str = field(default_factory=now)
+    see_version: str = ""
+
+    def to_json(self) -> dict:
+        return {"format_version": self.format_version, "see_version": self.see_version, "created": self.created,
+                "base": self.base, "fallback": self.fallback, "tokenizer": self.tokenizer,
+                "indicator": self.indicator, "settings": self.settings,
+                "experts": [e.to_json() for e in self.experts]}
+
+    @classmethod
+    def from_json(cls, d: Any, where: str) -> "Manifest":
+        if not isinstance(d, dict):
+            raise StoreError("corrupted manifest: not a JSON object", file=where)
+        version = d.get("format_version")
+        if not isinstance(version, int):
+            raise StoreError("corrupted manifest: no format_version", file=where, field="format_version")
+        if version > FORMAT_VERSION:
+            raise StoreError(f"manifest format {version} is newer than this see supports ({FORMAT_VERSION})",
+                             file=where, field="format_version", hint="upgrade see: pip install -U see")
+        for key in ("base", "settings", "experts"):
+            if key not in d:
+                raise StoreError("corrupted manifest: missing key", file=where, field=key)
+        if not isinstance(d["experts"], list):
+            raise StoreError("corrupted manifest: must be a list", file=where, field="experts")
+        experts = [ExpertRecord.from_json(e, where) for e in d["experts"]]
+        names = [e.name for e in experts]
+        if len(set(names)) != len(names):
+            raise StoreError("corrupted manifest: duplicate expert names", file=where, field="experts")
+        if d.get("tokenizer", "tokenizer") != "tokenizer":
+            raise StoreError("tokenizer must be the ensemble's 'tokenizer' folder", file=where, field="tokenizer")
+        return cls(base=d["base"], fallback=d.get("fallback"), settings=d["settings"],
+                   tokenizer="tokenizer", indicator=d.get("indicator", {}), experts=experts,
+                   format_version=version, created=d.get("created", ""), see_version=d.get("see_version", ""))
+
+    def expert(self, name: str) -> ExpertRecord | None:
+        return next((e for e in self.experts if e.name == name), None)
+
+
+class EnsembleStore:
+    """Reads and writes one ensemble directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- paths
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def expert_dir(self, name: str) -> Path:
+        return self.root / "experts" / validate_name(name)
+
+    # -- reading
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read(self) -> Manifest:
+        if not self.root.exists():
+            raise StoreError("ensemble directory does not exist", file=self.root,
+                             hint=f"create one with: see init {self.root}")
+        if not self.root.is_dir():
+            raise StoreError("not a directory", file=self.root)
+        if not self.manifest_path.is_file():
+            raise StoreError("not an ensemble: no manifest.json", file=self.root,
+                             hint=f"create one with: see init {self.root}")
+        try:
+            text = self.manifest_path.read_text(encoding="utf-8")
+            data = json.loads(text)
+        except UnicodeDecodeError:
+            raise StoreError("corrupted manifest: not UTF-8", file=self.manifest_path) from None
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"corrupted manifest: invalid JSON ({exc.msg})", file=self.manifest_path,
+                             line=exc.lineno) from None
+        manifest = Manifest.from_json(data, str(self.manifest_path))
+        for rec in manifest.experts:
+            folder = self.root / rec.path
+            for required in ("adapter_config.json", "adapter_model.safetensors"):
+                if not (folder / required).is_file():
+                    raise StoreError(f"expert '{rec.name}' is missing {required}", file=folder,
+                                     hint="the adapter folder is damaged; restore it or remove the expert")
+        return manifest
+
+    # -- writing
+    def write(self, manifest: Manifest) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(manifest.to_json(), indent=2) + "\n")
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = True, message=None) -> Iterator[None]:
+        """Exclusive writer lock (``flock``), released when the process dies."""
+        path = self.root / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if not wait:
+                    raise StoreError("another see process is writing to this ensemble", file=self.root,
+                                     hint="wait for it, or drop --no-wait to queue behind it") from None
+                if message:
+                    message("waiting for another see process writing to this ensemble ...")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def new_staging(self, name: str) -> Path:
+        staging = self.root / STAGING
+        staging.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
+
+    def staging_for_resume(self, name: str) -> Path | None:
+        """The newest staged folder of ``name`` holding a checkpoint (a killed run to resume)."""
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            return None
+        found = sorted((p for p in staging.glob(f"{name}-*") if (p / "checkpoint").is_dir()),
+                       key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+    def clean_orphans(self, manifest: Manifest, keep: Path | None = None) -> list[Path]:
+        """Remove expert folders the manifest does not list and stale staging folders.
+
+        Call with the lock held: a folder in ``.staging`` then belongs to a dead process.
+        """
+        removed = []
+        listed = {e.name for e in manifest.experts}
+        experts = self.root / "experts"
+        if experts.is_dir():
+            for p in experts.iterdir():
+                if p.name not in listed:
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+        staging = self.root / STAGING
+        if staging.is_dir():
+            for p in staging.iterdir():
+                if keep is not None and p.resolve() == keep.resolve():
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        return removed
+
+    def commit_expert(self, manifest: Manifest, record: ExpertRecord, staged: Path) -> Manifest:
+        """Move a finished staging folder into place, then publish the new manifest."""
+        target = self.root / record.path
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():  # an orphan from a crash between the rename and the manifest
+            shutil.rmtree(target)
+        os.rename(staged, target)
+        _fsync_dir(target.parent)
+        updated = Manifest(**{**manifest.__dict__, "experts": [*manifest.experts, record]})
+        self.write(updated)
+        return updated
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
