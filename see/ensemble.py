@@ -227,7 +227,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     """
     from accelerate import Accelerator
 
-    from see.experts.training import _mixed_precision, train_expert
+    from see.experts.training import _mixed_precision
 
     store = EnsembleStore(path)
     manifest = store.read()
@@ -239,11 +239,14 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     if len(task) < 2:
         raise DataError(f"the task has {len(task)} example(s); an expert needs at least 2", file=task.source)
     seed = int(cfg.train.seed)
-    general, general_source = _general_negatives(cfg, manifest, negatives, len(task), seed, log)
-
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
-                              gradient_accumulation_steps=int(cfg.train.grad_accum))
+                              gradient_accumulation_steps=int(cfg.train.grad_accum),
+                              # without CUDA, processes started by `accelerate launch` talk over gloo
+                              cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if not main:
+        log = lambda msg: None  # noqa: E731 - one voice under accelerate launch
+    general, general_source = _general_negatives(cfg, manifest, negatives, len(task), seed, log)
     lock = store.lock(wait=wait, message=log) if main else contextlib.nullcontext()
     with lock:
         manifest = store.read()  # another writer may have finished while we waited
@@ -270,38 +273,55 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
                 f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k != task.name) or 'none'}), "
                 f"{len(heldout)} held out")
 
-        model, tokenizer = load_base_for(store, manifest, device=accelerator.device)
-        settings = manifest.settings
-        ind = manifest.indicator
-        kind = settings["model"].get("expert_kind", "lora")
-        peft_model, result = train_expert(
-            model, tokenizer, train_examples, template=settings["prompt"]["template"], pos_id=ind["pos_id"],
-            neg_id=ind["neg_id"], lora=cfg.lora, train=cfg.train, kind=kind,
-            invocation_ids=invocation_ids(tokenizer, settings["prompt"]["template"]) if kind == "alora" else None,
-            heldout=heldout, checkpoint_dir=staged / "checkpoint", resume=resume, progress=progress,
-            accelerator=accelerator, log=log, where=task.source)
-
-        record = None
-        if main:
-            peft_model.save_pretrained(staged, save_embedding_layers=False)
-            shutil.rmtree(staged / "checkpoint", ignore_errors=True)
-            queries = [(task.instruction, ex.input) for ex in task.examples]
-            kept = RehearsalBuffer.sample_task(Task(task.name, [e for e in task.examples], task.instruction),
-                                               int(cfg.reconstruction.rehearsal_size), seed)
-            RehearsalBuffer.save_queries(staged / "rehearsal.jsonl", kept)
-            write_jsonl(staged / "heldout.jsonl", [ex.__dict__ for ex in heldout])
-            data = {"source": task.source, "examples": len(task), "sha256": task.fingerprint(),
-                    "instruction": task.instruction, **(data_info or {})}
-            if task.source and Path(task.source).is_file():
-                data["file_sha256"] = file_sha256(Path(task.source))
-            metrics = {**result.metrics, "reconstruction": count_by_origin(examples),
-                       "general_negatives": general_source, "rehearsal_kept": len(kept)}
-            record = ExpertRecord(name=name, path=f"experts/{name}", created=now(),
-                                  config={k: v for k, v in to_dict(cfg).items() if k not in ENSEMBLE_SECTIONS},
-                                  data=data, metrics=metrics)
-            store.commit_expert(manifest, record, staged)
-            del queries
+        try:
+            record = _train_and_commit(store, manifest, name, task, cfg, examples, train_examples, heldout,
+                                       general_source, staged, accelerator, resume, progress, log, data_info)
+        except BaseException:
+            # Keep a resumable checkpoint (see add-expert --resume); drop anything else half-made.
+            if main and not (staged / "checkpoint" / "state.pt").is_file():
+                shutil.rmtree(staged, ignore_errors=True)
+            elif main:
+                log(f"interrupted: resume with see add-expert {store.root} --name {name} ... --resume")
+            raise
         accelerator.wait_for_everyone()
+    return record
+
+
+def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg: DictConfig,
+                      examples, train_examples, heldout, general_source: str, staged: Path, accelerator,
+                      resume: bool, progress: bool, log: Log, data_info: dict | None) -> ExpertRecord | None:
+    from see.experts.training import train_expert
+
+    main = accelerator.is_main_process
+    seed = int(cfg.train.seed)
+    model, tokenizer = load_base_for(store, manifest, device=accelerator.device)
+    settings = manifest.settings
+    ind = manifest.indicator
+    kind = settings["model"].get("expert_kind", "lora")
+    peft_model, result = train_expert(
+        model, tokenizer, train_examples, template=settings["prompt"]["template"], pos_id=ind["pos_id"],
+        neg_id=ind["neg_id"], lora=cfg.lora, train=cfg.train, kind=kind,
+        invocation_ids=invocation_ids(tokenizer, settings["prompt"]["template"]) if kind == "alora" else None,
+        heldout=heldout, checkpoint_dir=staged / "checkpoint", resume=resume, progress=progress,
+        accelerator=accelerator, log=log, where=task.source)
+
+    record = None
+    if main:
+        peft_model.save_pretrained(staged, save_embedding_layers=False)
+        shutil.rmtree(staged / "checkpoint", ignore_errors=True)
+        kept = RehearsalBuffer.sample_task(task, int(cfg.reconstruction.rehearsal_size), seed)
+        RehearsalBuffer.save_queries(staged / "rehearsal.jsonl", kept)
+        write_jsonl(staged / "heldout.jsonl", [ex.__dict__ for ex in heldout])
+        data = {"source": task.source, "examples": len(task), "sha256": task.fingerprint(),
+                "instruction": task.instruction, **(data_info or {})}
+        if task.source and Path(task.source).is_file():
+            data["file_sha256"] = file_sha256(Path(task.source))
+        metrics = {**result.metrics, "reconstruction": count_by_origin(examples),
+                   "general_negatives": general_source, "rehearsal_kept": len(kept)}
+        record = ExpertRecord(name=name, path=f"experts/{name}", created=now(),
+                              config={k: v for k, v in to_dict(cfg).items() if k not in ENSEMBLE_SECTIONS},
+                              data=data, metrics=metrics)
+        store.commit_expert(manifest, record, staged)
     return record
 
 

@@ -162,7 +162,8 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
     from transformers import get_scheduler
 
     accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(train.mixed_precision),
-                                             gradient_accumulation_steps=int(train.grad_accum))
+                                             gradient_accumulation_steps=int(train.grad_accum),
+                                             cpu=not torch.cuda.is_available())
     set_seed(int(train.seed))
     encoded, n_truncated = [], 0
     for k, ex in enumerate(train_examples):

@@ -1,0 +1,95 @@
+"""The CLI contract, through a subprocess."""
+import json
+
+import pytest
+
+from conftest import TINY_TRAIN, family_jsonl, run_see, tree_hash, write_jsonl
+
+COMMANDS = ["init", "add-expert", "ask", "list", "eval", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    r = run_see(command, "--help")
+    assert r.returncode == 0 and "usage: see " + command in r.stdout
+
+
+@pytest.fixture(scope="module")
+def cli_ensemble(tiny_llama, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    path = root / "ens"
+    r = run_see("init", path, "--base", tiny_llama)
+    assert r.returncode == 0, r.stderr
+    data = family_jsonl(root / "sentiment.jsonl", "sentiment", 120)
+    neg = write_jsonl(root / "neg.jsonl", [{"input": f"What is the capital of country number {i}?"} for i in range(60)])
+    cfg = root / "expert.yaml"
+    cfg.write_text("train:\n  epochs: 8\n  batch_size: 16\n  lr: 0.005\nlora:\n  r: 8\n  alpha: 16\n  dropout: 0.0\n")
+    r = run_see("add-expert", path, "--name", "sentiment", "--data", data, "--negatives", neg, "--config", cfg,
+                "--no-progress", "--instruction", "Is the review positive or negative?", "train.seed=1")
+    assert r.returncode == 0, r.stderr
+    assert "added expert 'sentiment'" in r.stdout
+    return path, root
+
+
+def test_list_json(cli_ensemble):
+    path, _ = cli_ensemble
+    r = run_see("list", path, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    [e] = out["experts"]
+    assert e["name"] == "sentiment" and e["examples"] == 120 and e["adapter_bytes"] > 0
+    assert e["metrics"]["steps"] > 0
+    r = run_see("list", path)
+    assert "sentiment" in r.stdout and "accept" in r.stdout
+
+
+def test_ask_json_and_text(cli_ensemble):
+    path, _ = cli_ensemble
+    r = run_see("ask", path, "--json", "--max-new-tokens", "3",
+                "Is the review positive or negative?\nthe soup was delicious", "What is the capital of country number 7?")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(lines) == 2 and set(lines[0]) == {"query", "answer", "expert", "scores"}
+    assert lines[0]["expert"] == "sentiment" and lines[0]["answer"] in ("positive", "negative")
+    assert lines[1]["expert"] is None and "sentiment" in lines[1]["scores"]
+    r = run_see("ask", path, "--max-new-tokens", "3", "Is the review positive or negative?\nthe soup was awful")
+    assert r.returncode == 0 and "[expert sentiment]" in r.stdout
+
+
+def test_eval_json(cli_ensemble):
+    path, root = cli_ensemble
+    test = family_jsonl(root / "test.jsonl", "sentiment", 30, split="test")
+    r = run_see("eval", path, "--data", test, "--json", "--instruction", "Is the review positive or negative?")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["examples"] == 30 and report["metric"] == "exact_match" and report["score"] >= 0.5
+    assert report["routed"]["sentiment"] >= 0.9
+
+
+def test_bad_input_exits_2_with_a_clear_message_and_changes_nothing(cli_ensemble, tmp_path):
+    path, root = cli_ensemble
+    before = tree_hash(path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output": "d"\n')
+    cases = [
+        (["add-expert", path, "--name", "x", "--data", bad], f"{bad}:2"),
+        (["add-expert", path, "--name", "sentiment", "--data", bad], "already exists"),
+        (["add-expert", path, "--name", "a/b", "--data", bad], "invalid expert name"),
+        (["add-expert", path, "--name", "x", "--data", tmp_path / "missing.jsonl"], "does not exist"),
+        (["add-expert", path, "--name", "x", "--data", bad, "lora.r=0"], "lora.r"),
+        (["ask", tmp_path, "hello"], "not an ensemble"),
+    ]
+    for args, needle in cases:
+        r = run_see(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in r.stderr, (needle, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert tree_hash(path) == before
+    r = run_see("--debug", "ask", tmp_path, "hello")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_init_refuses_an_existing_ensemble(cli_ensemble):
+    path, _ = cli_ensemble
+    r = run_see("init", path)
+    assert r.returncode == 2 and "already an ensemble" in r.stderr

@@ -1,0 +1,63 @@
+import pytest
+from omegaconf import OmegaConf
+
+from see.config import SeeConfig, load_config, valid_keys
+from see.errors import ConfigError
+
+
+def test_defaults_come_from_the_schema():
+    cfg = load_config()
+    assert cfg.lora.r == SeeConfig().lora.r
+    assert cfg.reconstruction.negative_ratio == 0.2
+    assert cfg.reconstruction.rehearsal_size == 100
+    assert cfg.routing.threshold is None
+    assert cfg.routing.mode == "batched"
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lora:\n  r: 4\ntrain:\n  lr: 0.01\n  epochs: 2\n")
+    cfg = load_config(f, ["train.epochs=5", "routing.threshold=0.7", "lora.target_modules=[q_proj,v_proj]"])
+    assert cfg.lora.r == 4 and cfg.train.lr == 0.01 and cfg.train.epochs == 5
+    assert cfg.routing.threshold == 0.7
+    assert list(cfg.lora.target_modules) == ["q_proj", "v_proj"]
+
+
+def test_unknown_yaml_key_names_file_line_and_valid_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.01\n  epoch: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert f"{f}:3" in msg and "train.epoch" in msg and "train.epochs" in msg
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lora:\n  r: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "lora.r" in str(err.value) and f"{f}:2" in str(err.value)
+
+
+@pytest.mark.parametrize("override,field", [
+    ("lora.r=0", "lora.r"), ("lora.r=-2", "lora.r"), ("routing.threshold=1.5", "routing.threshold"),
+    ("routing.mode=parallel", "routing.mode"), ("train.eval_fraction=1.0", "train.eval_fraction"),
+    ("nosuch.key=1", "nosuch"), ("train.batch_size=0", "train.batch_size"),
+])
+def test_bad_overrides(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert field in str(err.value)
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError):
+        load_config(None, ["train.epochs"])
+
+
+def test_valid_keys_lists_every_leaf():
+    keys = valid_keys()
+    assert "lora.r" in keys and "routing.threshold" in keys and "model.base" in keys
+    assert all("." in k for k in keys)
+    assert OmegaConf.select(load_config(), "prompt.template")

@@ -1,0 +1,54 @@
+"""The embedded default: families, the committed base, and the script that built it."""
+import json
+
+from see.embedded import BASE_DIR
+from see.embedded.families import FAMILIES, HELD_OUT, NEGATIVE_POOL, STREAM, general_negatives, make_task, \
+    pretraining_text
+
+
+def test_family_roles_are_disjoint_and_instructions_distinct():
+    assert not set(STREAM) & set(NEGATIVE_POOL) and not set(STREAM) & set(HELD_OUT)
+    assert not set(NEGATIVE_POOL) & set(HELD_OUT)
+    assert len({f.instruction for f in FAMILIES.values()}) == len(FAMILIES)
+    assert len(STREAM) >= 4
+
+
+def test_tasks_are_seeded_and_splits_differ():
+    a, b = make_task("topic", 20, seed=1), make_task("topic", 20, seed=1)
+    assert a.examples == b.examples
+    assert make_task("topic", 20, seed=1, split="test").examples != a.examples
+    assert make_task("successor", 5).examples[0].output.isdigit()
+    labels = {ex.output for ex in make_task("sentiment", 200).examples}
+    assert labels == {"positive", "negative"}
+
+
+def test_general_negatives_come_from_the_pool_families_only():
+    pool = {FAMILIES[f].instruction for f in NEGATIVE_POOL}
+    assert {i for i, _ in general_negatives(30)} == pool
+
+
+def test_pretraining_text_never_uses_the_task_format():
+    text = "\n".join(pretraining_text(2000))
+    assert "Answer:" not in text
+    assert not any(FAMILIES[f].instruction in text for f in FAMILIES)
+
+
+def test_committed_base_and_its_build_record():
+    info = json.loads((BASE_DIR / "build_info.json").read_text())
+    assert info["built_by"].startswith("python -m see.embedded.build_base")
+    assert (BASE_DIR / "model.safetensors").stat().st_size < 16 * 2 ** 20
+    assert (BASE_DIR / "tokenizer.json").is_file()
+
+
+def test_build_script_runs_a_few_steps(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from see.embedded.build_base import main
+
+    info = main(["--out", str(tmp_path / "base"), "--steps", "3", "--statements", "400", "--batch-size", "4",
+                 "--hidden", "32", "--layers", "1", "--heads", "2", "--intermediate", "64", "--vocab-size", "400"])
+    assert info["steps_done"] == 3 and info["final_loss"] > 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert model.config.vocab_size == len(tok) and tok.decode(tok("the 12 cats")["input_ids"],
+                                                              skip_special_tokens=True) == "the 12 cats"

@@ -1,0 +1,99 @@
+import math
+
+import pytest
+
+from see.metrics import (auroc, average_performance, backward_transfer, exact_match, fallback_rate, forgetting,
+                         forward_transfer, mean_and_spread, normalize_answer, rouge_l, routing_accuracy,
+                         routing_confusion)
+
+NAN = float("nan")
+
+# R[i][j]: score on task j after training through task i (3 tasks), worked by hand below.
+R = [
+    [0.8, 0.1, 0.0],
+    [0.6, 0.9, 0.2],
+    [0.5, 0.7, 0.9],
+]
+
+
+def test_ap_is_the_mean_of_the_last_row():
+    assert average_performance(R) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+
+
+def test_bwt_by_hand():
+    # j=0: 0.5-0.8 = -0.3 ; j=1: 0.7-0.9 = -0.2 ; mean -0.25
+    assert backward_transfer(R) == pytest.approx(-0.25)
+
+
+def test_fwt_by_hand_against_zero_shot():
+    zero = [0.0, 0.05, 0.1]
+    # j=1: R[0][1]-z1 = 0.1-0.05 = 0.05 ; j=2: R[1][2]-z2 = 0.2-0.1 = 0.1 ; mean 0.075
+    assert forward_transfer(R, zero) == pytest.approx(0.075)
+
+
+def test_forgetting_by_hand():
+    # j=0: max(0.8, 0.6) - 0.5 = 0.3 ; j=1: max(0.1, 0.9) - 0.7 = 0.2 ; mean 0.25
+    assert forgetting(R) == pytest.approx(0.25)
+
+
+def test_single_task_stream():
+    R1 = [[0.7]]
+    assert average_performance(R1) == pytest.approx(0.7)
+    assert backward_transfer(R1) is None
+    assert forgetting(R1) is None
+    assert forward_transfer(R1, [0.1]) is None
+
+
+def test_missing_cells_are_skipped():
+    Rm = [
+        [0.8, None, NAN],
+        [0.6, 0.9, 0.2],
+        [NAN, 0.7, 0.9],
+    ]
+    assert average_performance(Rm) == pytest.approx(0.8)          # (0.7+0.9)/2
+    assert backward_transfer(Rm) == pytest.approx(-0.2)           # only j=1: 0.7-0.9
+    assert forgetting(Rm) == pytest.approx(0.2)                   # j=0 has no last cell; j=1: 0.9-0.7
+    assert forward_transfer(Rm, [0.0, 0.0, 0.1]) == pytest.approx(0.1)  # j=1 missing; j=2: 0.2-0.1
+    assert average_performance([]) is None
+    assert average_performance([[None, NAN]]) is None
+
+
+def test_exact_match_normalises_and_accepts_any_answer():
+    assert normalize_answer("  The  Answer. ") == "the answer"
+    assert exact_match("Positive.", ["positive"]) == 1.0
+    assert exact_match("neg", ["positive", "negative"]) == 0.0
+    assert exact_match("NEGATIVE", ["positive", "negative"]) == 1.0
+
+
+def test_rouge_l_takes_the_best_reference():
+    assert rouge_l("the cat sat", ["the cat sat"]) == pytest.approx(1.0)
+    # LCS "the cat" = 2 tokens; P = 2/2, R = 2/3 -> F = 0.8
+    assert rouge_l("the cat", ["the cat sat", "dog"]) == pytest.approx(0.8)
+    assert rouge_l("x", []) == 0.0
+
+
+def test_routing_confusion_and_accuracy():
+    true = ["a", "a", "b", "b", "b"]
+    chosen = ["a", None, "b", "a", "b"]
+    assert routing_confusion(true, chosen, ["a", "b"]) == [[1, 0, 1], [1, 2, 0]]
+    assert routing_accuracy(true, chosen) == pytest.approx(3 / 5)
+    assert fallback_rate(chosen) == pytest.approx(1 / 5)
+    assert routing_accuracy([], []) is None
+    with pytest.raises(ValueError):
+        routing_confusion(["c"], ["a"], ["a", "b"])
+
+
+def test_auroc_by_hand():
+    assert auroc([0.9, 0.8], [0.1, 0.2]) == pytest.approx(1.0)
+    assert auroc([0.1], [0.9]) == pytest.approx(0.0)
+    # pairs: (0.5 vs 0.5) tie = 0.5, (0.5 vs 0.2) = 1, (0.9 vs 0.5) = 1, (0.9 vs 0.2) = 1 -> 3.5 / 4
+    assert auroc([0.5, 0.9], [0.5, 0.2]) == pytest.approx(0.875)
+    assert auroc([], [0.1]) is None
+
+
+def test_mean_and_spread():
+    mu, sd = mean_and_spread([1.0, 2.0, 3.0])
+    assert mu == pytest.approx(2.0) and sd == pytest.approx(1.0)
+    assert mean_and_spread([0.5]) == (0.5, 0.0)
+    assert mean_and_spread([None, NAN]) == (None, None)
+    assert math.isclose(mean_and_spread([None, 2.0, 4.0])[0], 3.0)

@@ -1,0 +1,97 @@
+"""One parametrized table over tiny Llama/Qwen/GPT-2 models (PEFT style)."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from see.config import load_config
+from see.embedded.families import make_task
+from see.experts.reconstruction import reconstruct_task
+from see.experts.training import IGNORE, encode_example, lora_config, train_expert
+from see.modeling import add_indicator_tokens, fit_embeddings, load_causal_lm, load_tokenizer
+
+TEMPLATE = "{instruction}\n{input}\nAnswer:"
+ARCHS = ["llama", "llama-untied", "qwen2", "gpt2"]
+
+
+def _setup(model_dir):
+    tok = load_tokenizer(str(model_dir))
+    pos, neg = add_indicator_tokens(tok, "<<pos>>", "<<neg>>")
+    model = load_causal_lm(str(model_dir), "float32")
+    fit_embeddings(model, tok)
+    return model, tok, pos, neg
+
+
+def test_encode_masks_the_prompt_and_ends_answers(tiny_llama):
+    _, tok, pos, neg = _setup(tiny_llama)
+    task = make_task("sentiment", 4)
+    [ex] = [e for e in reconstruct_task(task, None)][:1]
+    enc, cut = encode_example(tok, ex, TEMPLATE, pos, neg, 256)
+    target = [t for t in enc.labels if t != IGNORE]
+    assert not cut
+    assert target[0] == pos and target[-1] == tok.eos_token_id
+    assert tok.decode(target[1:-1]).strip() == ex.answer
+    assert enc.input_ids[-len(target):] == target
+    # a negative's target is the single <<neg>> token
+    neg_ex = type(ex)(ex.instruction, ex.input, "neg", None, "general")
+    enc, _ = encode_example(tok, neg_ex, TEMPLATE, pos, neg, 256)
+    assert [t for t in enc.labels if t != IGNORE] == [neg]
+
+
+def test_overlong_examples_truncate_or_reject(tiny_llama):
+    from see.errors import DataError
+
+    _, tok, pos, neg = _setup(tiny_llama)
+    ex = reconstruct_task(make_task("sentiment", 1), None)[0]
+    long_ex = type(ex)(ex.instruction, " ".join(["word"] * 200), "pos", "positive", "t")
+    enc, cut = encode_example(tok, long_ex, TEMPLATE, pos, neg, 64)
+    assert cut and len(enc.input_ids) == 64 and enc.input_ids[0] == tok.bos_token_id
+    with pytest.raises(DataError, match="longer than train.max_length"):
+        encode_example(tok, long_ex, TEMPLATE, pos, neg, 64, overlength="reject")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_only_lora_and_indicator_rows_train(tiny_models, arch):
+    model, tok, pos, neg = _setup(tiny_models(arch))
+    params_before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    emb = model.get_input_embeddings().weight
+    rows_before = emb[[pos, neg]].detach().clone()
+    cfg = load_config(None, ["train.max_steps=25", "train.lr=1e-2", "train.batch_size=8", "lora.r=4",
+                             "lora.dropout=0.0", "train.warmup_ratio=0.0"])
+    examples = reconstruct_task(make_task("sentiment", 64), None,
+                                [(None, f"unrelated {i}") for i in range(40)], general_negative_ratio=0.3)
+    peft_model, result = train_expert(model, tok, examples, template=TEMPLATE, pos_id=pos, neg_id=neg,
+                                      lora=cfg.lora, train=cfg.train, progress=False)
+    # base weights: the very same tensors, bit-identical
+    for name, (param, before) in params_before.items():
+        assert torch.equal(param.detach(), before), f"base weight {name} changed"
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    assert any("trainable_tokens" in n for n in trainable)
+    # the expert's indicator rows moved; with adapters off they are the base's again
+    delta = [p for n, p in peft_model.named_parameters() if "trainable_tokens_delta" in n][0]
+    assert not torch.allclose(delta.detach(), rows_before.to(delta.dtype))
+    with peft_model.disable_adapter():
+        ids = torch.tensor([[pos, neg]])
+        assert torch.equal(peft_model.get_input_embeddings()(ids)[0], rows_before)
+    # the loss fell (recipe-style check on the values)
+    assert result.losses[-1] < 0.75 * result.losses[0], result.losses
+
+
+def test_lora_config_lists_untied_output_rows(tiny_models):
+    model, tok, pos, neg = _setup(tiny_models("llama-untied"))
+    cfg = lora_config(load_config().lora, model, [pos, neg])
+    assert cfg.trainable_token_indices == {"embed_tokens": [pos, neg], "lm_head": [pos, neg]}
+    model, tok, pos, neg = _setup(tiny_models("llama"))
+    assert lora_config(load_config().lora, model, [pos, neg]).trainable_token_indices == [pos, neg]
+
+
+def test_training_is_seeded(tiny_llama):
+    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8"])
+    examples = reconstruct_task(make_task("topic", 32), None)
+    losses = []
+    for _ in range(2):
+        model, tok, pos, neg = _setup(tiny_llama)
+        _, result = train_expert(model, tok, examples, template=TEMPLATE, pos_id=pos, neg_id=neg, lora=cfg.lora,
+                                 train=cfg.train, progress=False)
+        losses.append(result.losses)
+    assert losses[0] == losses[1]
