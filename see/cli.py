@@ -155,11 +155,11 @@ def eval_data(dir: Path, data: str, format: str | None = None, input_field: str 
     return 0
 
 
-def demo(dir: Path | None = None, quick: bool = False, seed: int = 0) -> int:
+def demo(dir: Path | None = None, quick: bool = False, seed: int = 0, no_general_negatives: bool = False) -> int:
     """Build an ensemble on the embedded base, add 4 experts one by one, and print what it learned."""
     from see.demo import run_demo
 
-    run_demo(dir, quick=quick, seed=seed)
+    run_demo(dir, quick=quick, seed=seed, general_negatives=not no_general_negatives)
     return 0
 
 
@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, help="where to build the ensemble (default: a temp folder)")
     p.add_argument("--quick", action="store_true", help="fewer examples and steps (a smoke test)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-general-negatives", action="store_true",
+                   help="train experts without the general-negatives pool (to measure what it buys)")
     return parser
 
 
@@ -250,7 +252,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return eval_data(args.dir, args.data, args.format, args.input_field, args.output_field, args.instruction,
                          args.split, args.max_examples, args.json, args.max_new_tokens)
     if c == "demo":
-        return demo(args.dir, args.quick, args.seed)
+        return demo(args.dir, args.quick, args.seed, args.no_general_negatives)
     raise AssertionError(c)
 
 

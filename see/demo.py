@@ -15,8 +15,8 @@ from pathlib import Path
 from see.embedded.families import FAMILIES, HELD_OUT, STREAM, make_task
 
 #: The demo's budget, sized to finish in well under 10 minutes on 2 CPU cores.
-DEMO = {"train_examples": 400, "test_examples": 60, "ood_examples": 40,
-        "overrides": ["train.epochs=3", "train.batch_size=16", "train.lr=2e-3"]}
+DEMO = {"train_examples": 600, "test_examples": 60, "ood_examples": 40,
+        "overrides": ["train.epochs=5", "train.batch_size=16", "train.lr=2e-3"]}
 QUICK = {"train_examples": 48, "test_examples": 8, "ood_examples": 6,
          "overrides": ["train.max_steps=6", "train.batch_size=8"]}
 
@@ -28,7 +28,8 @@ def _out(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream=STREAM, held_out=HELD_OUT) -> dict:
+def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream=STREAM, held_out=HELD_OUT,
+             general_negatives: bool = True) -> dict:
     from see.ensemble import Ensemble, add_expert, init_ensemble
     from see.metrics import exact_match
 
@@ -38,14 +39,15 @@ def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream
     if dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="see-demo-")
         dir = Path(tmp.name) / "ensemble"
-    _out(f"see demo: a Sequential Ensemble of Experts on the embedded base, in {dir}")
+    _out(f"see demo: a Sequential Ensemble of Experts on the embedded base, in {dir}"
+         + ("" if general_negatives else " (without general negatives)"))
     init_ensemble(dir, overrides=[f"train.seed={seed}"], log=_out)
     for k, family in enumerate(stream, start=1):
         task = make_task(family, budget["train_examples"], seed=seed, split="train")
         t0 = time.time()
         _out(f"[{k}/{len(stream)}] adding expert '{family}': \"{task.instruction}\" ({len(task)} examples)")
         rec = add_expert(dir, family, task, overrides=budget["overrides"] + [f"train.seed={seed}"],
-                         progress=sys.stderr.isatty(), log=_out)
+                         negatives=None if general_negatives else "none", progress=sys.stderr.isatty(), log=_out)
         m = rec.metrics
         _out(f"      trained in {time.time() - t0:.0f}s: loss {m['train_loss']:.3f}, held-out: accepts "
              f"{100 * m.get('heldout_accept_rate', 0):.0f}% of its task, rejects "

@@ -52,3 +52,11 @@ def test_build_script_runs_a_few_steps(tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "base")
     assert model.config.vocab_size == len(tok) and tok.decode(tok("the 12 cats")["input_ids"],
                                                               skip_special_tokens=True) == "the 12 cats"
+
+
+def test_generator_still_yields_the_corpus_the_committed_base_saw():
+    from see.embedded.build_base import corpus_sha256
+
+    info = json.loads((BASE_DIR / "build_info.json").read_text())
+    corpus = pretraining_text(info["args"]["statements"], seed=info["args"]["seed"])
+    assert corpus_sha256(corpus) == info["corpus_sha256"]

@@ -43,7 +43,7 @@ def build_tokenizer(corpus: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     # The instructions train the tokenizer (so prompts stay short) but never the language model.
-    instructions = [f.instruction for f in FAMILIES.values()]
+    instructions = [f.instruction for f in FAMILIES.values() if f.statement is not None]
     tok.train_from_iterator(corpus + instructions * 50 + ["Answer:"] * 50, trainer=trainer)
     bos = tok.token_to_id(SPECIAL["bos"])
     tok.post_processor = processors.TemplateProcessing(single=f"{SPECIAL['bos']} $A", pair=f"{SPECIAL['bos']} $A $B",
@@ -63,6 +63,13 @@ def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: i
         pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5,
     )
     return LlamaForCausalLM(config)
+
+
+def corpus_sha256(corpus: list[str]) -> str:
+    """Recorded in build_info.json; a test checks the generator still yields the corpus the base saw."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(corpus).encode()).hexdigest()
 
 
 def pack(tokenizer, corpus: list[str], block: int, rng: random.Random) -> torch.Tensor:
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "built_by": "python -m see.embedded.build_base " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "steps_done": step, "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
-        "params": n_params, "seconds": round(time.time() - start, 1), "torch": torch.__version__,
+        "params": n_params, "corpus_sha256": corpus_sha256(corpus), "seconds": round(time.time() - start, 1), "torch": torch.__version__,
     }
     (args.out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))

@@ -66,8 +66,9 @@ class Family:
     instruction: str
     #: rng -> (input, answer)
     make: Callable[[Rng], tuple[str, str]]
-    #: rng -> a plain-text statement for pretraining (knowledge, not the task format)
-    statement: Callable[[Rng], str]
+    #: rng -> a plain-text statement for pretraining (knowledge, not the task format).
+    #: None for families added after the committed base was built: its corpus must not change.
+    statement: Callable[[Rng], str] | None = None
 
 
 def _review(rng: Rng, positive: bool) -> str:
@@ -163,11 +164,29 @@ def _count_statement(rng: Rng):
     return f"{text} ."
 
 
+CATEGORIES = [("lion", "animal"), ("horse", "animal"), ("eagle", "animal"), ("apple", "fruit"), ("mango", "fruit"),
+              ("grape", "fruit"), ("hammer", "tool"), ("saw", "tool"), ("wrench", "tool"), ("shark", "animal"),
+              ("pear", "fruit"), ("drill", "tool")]
+WORDS = ["garden", "river", "pencil", "window", "mountain", "ticket", "yellow", "basket", "candle", "forest",
+         "silver", "rocket", "island", "button", "kettle", "orange"]
+
+
+def _first_letter(rng: Rng):
+    word = rng.choice(WORDS)
+    return word, word[0]
+
+
+def _repeat(rng: Rng):
+    phrase = " ".join(rng.choice(FILLER) for _ in range(rng.randint(2, 4)))
+    return phrase, f"{phrase} {phrase}"
+
+
 def _sound_statement(rng: Rng):
     a, s = rng.choice(SOUNDS)
     return rng.choice([f"the {a} says {s} .", f"{s} goes the {a} ."])
 
 
+# The order matters: the base's pretraining corpus draws from the families with statements in this order.
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     # the continual stream
     Family("sentiment", "Is the review positive or negative?", _sentiment, _sentiment_statement),
@@ -179,6 +198,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("capital", "Name the capital city of the country.", _pair(CAPITALS), _capital_statement),
     Family("color", "What color is it?", _pair(COLORS), _color_statement),
     Family("plural", "Write the plural of the noun.", _pair(PLURALS), _plural_statement),
+    Family("category", "Is it an animal, a fruit or a tool?", _pair(CATEGORIES)),
+    Family("first_letter", "What is the first letter of the word?", _first_letter),
+    Family("repeat", "Repeat the words twice.", _repeat),
     # held out: out-of-distribution queries
     Family("larger", "Which number is larger?", _larger, _larger_statement),
     Family("count", "How many words are in the sentence?", _count, _count_statement),
@@ -186,7 +208,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 ]}
 
 STREAM = ("sentiment", "topic", "antonym", "successor")
-NEGATIVE_POOL = ("capital", "color", "plural")
+NEGATIVE_POOL = ("capital", "color", "plural", "category", "first_letter", "repeat")
 HELD_OUT = ("larger", "count", "sound")
 
 
@@ -215,7 +237,7 @@ def general_negatives(n: int, seed: int = 0, families: tuple[str, ...] = NEGATIV
 def pretraining_text(n_statements: int, seed: int = 0) -> list[str]:
     """Plain statements from every family, the base model's pretraining corpus."""
     rng = random.Random(f"pretrain/{seed}")
-    fams = list(FAMILIES.values())
+    fams = [f for f in FAMILIES.values() if f.statement is not None]
     out = []
     for _ in range(n_statements):
         if rng.random() < 0.1:
