@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from see.errors import SeeError
+from see.errors import ConfigError, SeeError
 
 
 def _data_overrides(format: str | None, input_field: str | None, output_field: str | None,
@@ -86,7 +86,7 @@ def ask(dir: Path, queries: Sequence[str], json_out: bool = False, max_new_token
     from see.ensemble import Ensemble
 
     ens = Ensemble.load(dir)
-    if not ens.experts and not json_out:
+    if not ens.experts:
         print("note: the ensemble has no experts yet; the fallback answers every query", file=sys.stderr)
     results = ens.generate(list(queries), max_new_tokens=max_new_tokens, threshold=threshold, mode=mode)
     for r in results:
@@ -261,14 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     # key=value config overrides may come anywhere after the subcommand (argparse cannot mix a
     # trailing nargs="*" positional with options, so they are collected here)
-    if args.command in ("init", "add-expert"):
-        bad = [r for r in rest if "=" not in r or r.startswith("-")]
-        if bad:
-            parser.error(f"unrecognized arguments: {' '.join(bad)}")
-        args.overrides = rest
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    flags = [r for r in rest if r.startswith("-")]
+    if flags or (rest and args.command not in ("init", "add-expert")):
+        parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
+    args.overrides = rest
     try:
+        for item in rest:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value", file="<command line>", field=item,
+                                  hint="config overrides look like train.epochs=2")
         return _dispatch(args)
     except SeeError as exc:
         if args.debug:

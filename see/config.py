@@ -245,6 +245,28 @@ def validate(cfg: DictConfig, where: str = "config") -> None:
         raise ConfigError("must be 'all-linear' or a list of module names", file=where, field="lora.target_modules")
 
 
+def _field_default(key: str) -> Any:
+    schema: Any = SeeConfig()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(schema) or not hasattr(schema, part):
+            return None
+        schema = getattr(schema, part)
+    return schema
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    """YAML-typed override values, except that text for a string key stays text (e.g. "{input}")."""
+    if not raw.strip():
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(_field_default(key), str) and isinstance(value, (dict, list)):
+        return raw
+    return value
+
+
 def load_config(file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: DictConfig | dict | None = None) -> DictConfig:
     """Defaults <- ``base`` (e.g. an ensemble's stored settings) <- YAML file <- dotlist overrides."""
@@ -280,7 +302,7 @@ def load_config(file: str | Path | None = None, overrides: list[str] | tuple[str
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
                     raise ConfigError("conflicting overrides", file="<command line>", field=key)
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = _parse_value(key.strip(), value)
         cfg = _merge(cfg, raw, "<command line>", {})
     validate(cfg, str(file) if file is not None and not overrides else
              ("<command line>" if overrides and file is None else str(file or "config")))

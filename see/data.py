@@ -35,6 +35,8 @@ class Example:
     input: str
     #: Acceptable answers; training uses the first, evaluation accepts any.
     outputs: tuple[str, ...]
+    #: Line in the source file, for error messages (not part of equality).
+    line: int | None = field(default=None, compare=False)
 
     @property
     def output(self) -> str:
@@ -142,7 +144,7 @@ def _examples_from_records(records: Sequence[dict], lines: Sequence[int | None],
             raise DataError(f"must be a string, got {type(rec[input_field]).__name__}", file=path, line=line,
                             field=input_field)
         outputs = ("",) if output_field is None else _outputs(rec[output_field], path, line, output_field)
-        examples.append(Example(rec[input_field], outputs))
+        examples.append(Example(rec[input_field], outputs, line))
     if not examples:
         raise DataError("no examples in the file", file=path)
     return examples
@@ -184,24 +186,39 @@ def _parse_json(text: str, path: Path) -> Any:
         raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno) from None
 
 
-def _load_with_datasets(kind: str, path: Path) -> list[dict]:
+def _load_with_datasets(kind: str, path: Path, **kwargs: Any) -> list[dict]:
     datasets = _quiet_datasets()
-    ds = datasets.load_dataset(kind, data_files=str(path), split="train", download_mode="force_redownload")
+    ds = datasets.load_dataset(kind, data_files=str(path), split="train", download_mode="force_redownload",
+                               **kwargs)
     return ds.to_list()
 
 
 # ----------------------------------------------------------------------------- loaders
 
+def _through_datasets(kind: str, path: Path, raw: list, lines: list, input_field: str,
+                      output_field: str | None, **kwargs) -> list[Example]:
+    """Validate the raw records (exact types, line numbers), then read the file through ``datasets``.
+
+    ``datasets`` may coerce types (an int label becomes text) or fail on a schema
+    it cannot unify; the raw check runs first so such problems name their line,
+    and a file ``datasets`` cannot read but we can is read from the raw records.
+    """
+    examples = _examples_from_records(raw, lines, path, input_field, output_field)
+    try:
+        records = _load_with_datasets(kind, path, **kwargs)
+    except Exception:  # noqa: BLE001 - e.g. pyarrow cannot unify str and list outputs
+        return examples
+    if len(records) != len(examples):
+        return examples
+    return _examples_from_records(records, lines, path, input_field, output_field)
+
+
 def load_jsonl(path: Path, input_field: str = "input", output_field: str | None = "output") -> list[Example]:
     text = _read_text(path)
     if not text.strip():
         raise DataError("the file is empty", file=path)
-    records, lines = _jsonl_lines(text, path)  # locates syntax errors with their line
-    try:
-        records = _load_with_datasets("json", path)
-    except Exception:  # noqa: BLE001 - datasets rejects mixed schemas the line scan accepts
-        pass
-    return _examples_from_records(records, lines, path, input_field, output_field)
+    records, lines = _jsonl_lines(text, path)
+    return _through_datasets("json", path, records, lines, input_field, output_field)
 
 
 def load_json(path: Path, input_field: str = "input", output_field: str | None = "output") -> list[Example]:
@@ -213,13 +230,7 @@ def load_json(path: Path, input_field: str = "input", output_field: str | None =
         raise DataError(f"expected a JSON list of objects, got {type(data).__name__}", file=path, line=1)
     if not data:
         raise DataError("no examples in the file (empty list)", file=path)
-    lines = _json_list_lines(text)
-    if all(isinstance(r, dict) for r in data):
-        try:
-            data = _load_with_datasets("json", path)
-        except Exception:  # noqa: BLE001
-            pass
-    return _examples_from_records(data, lines, path, input_field, output_field)
+    return _through_datasets("json", path, data, _json_list_lines(text), input_field, output_field)
 
 
 def load_csv(path: Path, input_field: str = "input", output_field: str | None = "output") -> list[Example]:
@@ -232,20 +243,21 @@ def load_csv(path: Path, input_field: str = "input", output_field: str | None = 
         if name is not None and name not in header:
             raise DataError("missing column", file=path, line=1, field=name,
                             hint=f"columns: {', '.join(header)}; choose others with --input-field/--output-field")
-    lines, prev = [], reader.line_num
+    rows, lines, prev = [], [], reader.line_num
     for row in reader:
         if len(row) != len(header):
             raise DataError(f"row has {len(row)} columns, the header has {len(header)}", file=path,
                             line=prev + 1)
+        rows.append(dict(zip(header, row)))
         lines.append(prev + 1)
         prev = reader.line_num
-    records = _load_with_datasets("csv", path)
-    # CSV cells are untyped: datasets may turn "1" into 1, so read the values back as text.
-    for rec in records:
-        for name in (input_field, output_field):
-            if name is not None and rec.get(name) is not None and not isinstance(rec[name], str):
-                rec[name] = str(rec[name])
-    return _examples_from_records(records, lines, path, input_field, output_field)
+    if not rows:
+        raise DataError("no examples in the file (a header only)", file=path)
+    from datasets import Features, Value
+
+    # every column as text: CSV cells are untyped, and "1.50" must stay "1.50"
+    features = Features({name: Value("string") for name in header})
+    return _through_datasets("csv", path, rows, lines, input_field, output_field, features=features)
 
 
 def _superni_file(path: Path, split: str) -> Path:

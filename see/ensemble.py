@@ -33,8 +33,8 @@ from see.modeling import (add_indicator_tokens, base_fingerprint, fit_embeddings
 from see.routing.cascade import Routed, route_batched, route_sequential
 from see.routing.decode import SamplingParams
 from see.routing.fallback import Fallback
-from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, file_sha256, now, read_jsonl, validate_name,
-                       write_jsonl)
+from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, read_jsonl,
+                       validate_name, write_jsonl)
 
 Log = Callable[[str], None]
 
@@ -173,6 +173,21 @@ def load_base_for(store: EnsembleStore, manifest: Manifest, device=None, dtype: 
     return model, tokenizer
 
 
+def _preflight(store: EnsembleStore, manifest: Manifest, task: Task, cfg: DictConfig) -> None:
+    """Checks that need the tokenizer, before the ensemble is touched."""
+    from transformers import AutoConfig
+
+    from see.experts.training import check_lengths, model_context
+
+    tokenizer = load_tokenizer({"ref": "ensemble", "path": str(store.tokenizer_dir), "local": True})
+    settings = manifest.settings.get("model", {})
+    base = resolve_model_ref(manifest.base["ref"])
+    context = model_context(AutoConfig.from_pretrained(base["path"],
+                                                       trust_remote_code=settings.get("trust_remote_code", False)))
+    check_lengths(task, tokenizer, manifest.settings["prompt"]["template"], manifest.indicator["pos_id"],
+                  manifest.indicator["neg_id"], min(int(cfg.train.max_length), context), cfg.train.overlength)
+
+
 def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | None, n_pos: int, seed: int,
                        log: Log) -> tuple[list[tuple[str | None, str]], str]:
     source = negatives if negatives is not None else cfg.reconstruction.general_negatives
@@ -239,6 +254,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     if len(task) < 2:
         raise DataError(f"the task has {len(task)} example(s); an expert needs at least 2", file=task.source)
     seed = int(cfg.train.seed)
+    _preflight(store, manifest, task, cfg)
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
                               gradient_accumulation_steps=int(cfg.train.grad_accum),
                               # without CUDA, processes started by `accelerate launch` talk over gloo
@@ -308,6 +324,7 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
     record = None
     if main:
         peft_model.save_pretrained(staged, save_embedding_layers=False)
+        fault_point("adapter-saved")
         shutil.rmtree(staged / "checkpoint", ignore_errors=True)
         kept = RehearsalBuffer.sample_task(task, int(cfg.reconstruction.rehearsal_size), seed)
         RehearsalBuffer.save_queries(staged / "rehearsal.jsonl", kept)
@@ -320,7 +337,7 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
                    "general_negatives": general_source, "rehearsal_kept": len(kept)}
         record = ExpertRecord(name=name, path=f"experts/{name}", created=now(),
                               config={k: v for k, v in to_dict(cfg).items() if k not in ENSEMBLE_SECTIONS},
-                              data=data, metrics=metrics)
+                              data=data, metrics=metrics, extra={"base_fingerprint": manifest.base.get("fingerprint")})
         store.commit_expert(manifest, record, staged)
     return record
 
@@ -363,6 +380,11 @@ class Ensemble:
         model, tokenizer = load_base_for(store, manifest)
         for k, rec in enumerate(manifest.experts):
             adapter = str(store.root / rec.path)
+            trained_on = rec.extra.get("base_fingerprint")
+            if trained_on and trained_on != manifest.base.get("fingerprint"):
+                raise StoreError(f"expert '{rec.name}' was trained on another base model (fingerprint {trained_on}, "
+                                 f"this ensemble's base is {manifest.base.get('fingerprint')})",
+                                 file=store.manifest_path, field=f"experts.{rec.name}.base_fingerprint")
             try:
                 if k == 0:
                     model = PeftModel.from_pretrained(model, adapter, adapter_name=rec.name)

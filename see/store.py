@@ -42,6 +42,13 @@ LOCK = ".lock"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def fault_point(name: str) -> None:
+    """Pause here when ``SEE_FAULT_POINT`` names this point, so crash tests can SIGKILL us exactly here."""
+    if os.environ.get("SEE_FAULT_POINT") == name:
+        print(f"SEE_FAULT_POINT {name} reached", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("SEE_FAULT_SLEEP", "300")))
+
+
 def validate_name(name: str, where: str | None = None) -> str:
     """Expert names become folder names: keep them inside the ensemble."""
     if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
@@ -66,6 +73,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point(f"{path.name}-written")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -216,6 +224,12 @@ class EnsembleStore:
         manifest = Manifest.from_json(data, str(self.manifest_path))
         for rec in manifest.experts:
             folder = self.root / rec.path
+            if folder.is_symlink() or not folder.resolve().is_relative_to(self.root.resolve()):
+                raise StoreError(f"expert '{rec.name}' points outside the ensemble", file=folder)
+            if (folder / "adapter_model.bin").is_file() and not (folder / "adapter_model.safetensors").is_file():
+                raise StoreError(f"expert '{rec.name}' has only pickle weights (adapter_model.bin), which can run "
+                                 "code when loaded; see loads safetensors only", file=folder,
+                                 hint="convert the adapter with safetensors.torch.save_file")
             for required in ("adapter_config.json", "adapter_model.safetensors"):
                 if not (folder / required).is_file():
                     raise StoreError(f"expert '{rec.name}' is missing {required}", file=folder,
@@ -283,6 +297,9 @@ class EnsembleStore:
                     continue
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
+        for p in self.root.glob(f".{MANIFEST}.*.tmp"):  # a manifest write killed before its rename
+            p.unlink(missing_ok=True)
+            removed.append(p)
         return removed
 
     def commit_expert(self, manifest: Manifest, record: ExpertRecord, staged: Path) -> Manifest:
@@ -291,8 +308,10 @@ class EnsembleStore:
         target.parent.mkdir(exist_ok=True)
         if target.exists():  # an orphan from a crash between the rename and the manifest
             shutil.rmtree(target)
+        fault_point("before-rename")
         os.rename(staged, target)
         _fsync_dir(target.parent)
+        fault_point("after-rename")
         updated = Manifest(**{**manifest.__dict__, "experts": [*manifest.experts, record]})
         self.write(updated)
         return updated

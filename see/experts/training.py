@@ -20,6 +20,7 @@ import torch
 from see.data import format_prompt
 from see.errors import DataError
 from see.experts.reconstruction import TrainingExample
+from see.store import fault_point
 
 IGNORE = -100
 
@@ -66,6 +67,31 @@ def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, n
         prompt = head + prompt[len(prompt) - (keep - len(head)):]
         truncated = True
     return EncodedExample(prompt + target, [IGNORE] * len(prompt) + target), truncated
+
+
+def model_context(model_or_config) -> int:
+    """The longest sequence the model's position embeddings allow (a large number when unbounded)."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def check_lengths(task, tokenizer, template: str, pos_id: int, neg_id: int, max_length: int, overlength: str) -> int:
+    """Before anything is trained or written: reject over-long examples (naming their line), or count them."""
+    from see.experts.reconstruction import TrainingExample
+
+    too_long = 0
+    for ex in task.examples:
+        item = TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name)
+        try:
+            _, cut = encode_example(tokenizer, item, template, pos_id, neg_id, max_length, overlength)
+        except DataError as err:
+            raise DataError(err.reason, file=task.source or None, line=ex.line, field="input", hint=err.hint) from None
+        too_long += cut
+    return too_long
 
 
 def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -141,7 +167,8 @@ def load_checkpoint(path: Path) -> dict | None:
     file = path / "state.pt"
     if not file.is_file():
         return None
-    return torch.load(file, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint in a shared ensemble folder must not be able to run code
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *, template: str,
@@ -165,15 +192,16 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
                                              gradient_accumulation_steps=int(train.grad_accum),
                                              cpu=not torch.cuda.is_available())
     set_seed(int(train.seed))
+    max_length = min(int(train.max_length), model_context(model))
     encoded, n_truncated = [], 0
     for k, ex in enumerate(train_examples):
-        enc, cut = encode_example(tokenizer, ex, template, pos_id, neg_id, int(train.max_length),
+        enc, cut = encode_example(tokenizer, ex, template, pos_id, neg_id, max_length,
                                   train.overlength, where=f"{where} (example {k + 1})" if where else None)
         encoded.append(enc)
         n_truncated += cut
     if n_truncated and accelerator.is_main_process:
-        warnings.warn(f"{n_truncated} example(s) longer than train.max_length={train.max_length} tokens were "
-                      "truncated from the start of the prompt", stacklevel=2)
+        warnings.warn(f"{n_truncated} example(s) longer than {max_length} tokens (train.max_length or the model's "
+                      "context) were truncated from the start of the prompt", stacklevel=2)
     if not encoded:
         raise DataError("no training examples", file=where)
 
@@ -238,6 +266,7 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
                         and step < total and accelerator.is_main_process):
                     save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
                                     step, losses)
+                fault_point(f"step-{step}")
                 if step >= total:
                     break
         epoch += 1
@@ -250,7 +279,7 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
                "seconds": round(time.time() - start, 1), "processes": accelerator.num_processes}
     if heldout:
         metrics.update(evaluate_heldout(peft_model, tokenizer, heldout, template=template, pos_id=pos_id,
-                                        neg_id=neg_id, max_length=int(train.max_length)))
+                                        neg_id=neg_id, max_length=max_length))
     return peft_model, TrainResult(metrics=metrics, steps=step, losses=losses)
 
 
