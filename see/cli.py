@@ -155,6 +155,52 @@ def eval_data(dir: Path, data: str, format: str | None = None, input_field: str 
     return 0
 
 
+def calibrate(dir: Path, target_fpr: float = 0.05, json_out: bool = False) -> int:
+    """Choose a per-expert acceptance threshold on P(<<pos>>) that falsely rejects at most TARGET of the
+    expert's held-out positives, and store it in the manifest (generate then uses it instead of argmax)."""
+    from see.errors import ConfigError
+    from see.routing.calibration import calibrate as _calibrate
+
+    if not 0.0 <= target_fpr < 1.0:
+        raise ConfigError(f"--target-fpr must be in [0, 1), got {target_fpr}", field="target-fpr")
+    rows = _calibrate(dir, target_fpr, log=lambda m: print(m, file=sys.stderr))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return 0
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    print(f"{'expert':<20} {'threshold':>9}  {'own accepted (argmax -> threshold)':>36}  "
+          f"{'negatives rejected (argmax -> threshold)':>42}")
+    for r in rows:
+        print(f"{r['expert']:<20} {r['threshold']:>9.4f}  {pct(r['accept_own_before']):>17} -> "
+              f"{pct(r['accept_own_after']):<15}  {pct(r['reject_neg_before']):>21} -> {pct(r['reject_neg_after'])}")
+    print(f"stored {len(rows)} threshold(s) in {dir}/manifest.json")
+    return 0
+
+
+def bench_serve(out: Path = Path("benchmarks/results/serving"), work: Path | None = None, quick: bool = False,
+                kinds: Sequence[str] = ("lora", "alora")) -> int:
+    """Serving benchmark: latency, throughput and memory of routing as experts grow (N = 1..16), LoRA and aLoRA,
+    against a plain single-adapter generate measured in the same run."""
+    import shlex
+    import tempfile
+
+    from see.bench.serving import run, targets
+
+    command = "see bench-serve " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    work = work or Path(tempfile.mkdtemp(prefix="see-serve-"))
+    kwargs = {}
+    if quick:
+        kwargs = dict(ns=(1, 2), batch_sizes=(2,), queries=4, repeats=1, examples=24, max_new_tokens=3,
+                      overrides=("train.max_steps=4", "train.batch_size=8"), accuracy_examples=24,
+                      accuracy_overrides=("train.max_steps=4", "train.batch_size=8"), accuracy_test=4)
+    results = run(Path(out), Path(work), kinds=tuple(kinds), log=lambda m: print(m, flush=True), command=command,
+                  **kwargs)
+    for desc, measured, met in targets(results):
+        print(f"{'met ' if met else 'MISS' if met is False else '    '}  {desc}: {measured}")
+    print(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
 def demo(dir: Path | None = None, quick: bool = False, seed: int = 0, no_general_negatives: bool = False) -> int:
     """Build an ensemble on the embedded base, add 4 experts one by one, and print what it learned."""
     from see.demo import run_demo
@@ -226,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("calibrate", help="store per-expert acceptance thresholds", description=calibrate.__doc__)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--target-fpr", type=float, default=0.05,
+                   help="largest share of an expert's own held-out positives it may reject (default 0.05)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench-serve", help="serving benchmark (routing cost vs number of experts)",
+                       description=bench_serve.__doc__)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/serving"))
+    p.add_argument("--work", type=Path, help="where to build the ensembles (reused when present)")
+    p.add_argument("--kinds", nargs="+", default=["lora", "alora"], choices=["lora", "alora"])
+    p.add_argument("--quick", action="store_true", help="a smoke run at a tiny budget")
+
     p = sub.add_parser("demo", help="the offline demo: 4 experts on the embedded base", description=demo.__doc__)
     p.add_argument("--dir", type=Path, help="where to build the ensemble (default: a temp folder)")
     p.add_argument("--quick", action="store_true", help="fewer examples and steps (a smoke test)")
@@ -251,6 +310,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if c == "eval":
         return eval_data(args.dir, args.data, args.format, args.input_field, args.output_field, args.instruction,
                          args.split, args.max_examples, args.json, args.max_new_tokens)
+    if c == "calibrate":
+        return calibrate(args.dir, args.target_fpr, args.json)
+    if c == "bench-serve":
+        return bench_serve(args.out, args.work, args.quick, args.kinds)
     if c == "demo":
         return demo(args.dir, args.quick, args.seed, args.no_general_negatives)
     raise AssertionError(c)

@@ -94,6 +94,24 @@ def format_prompt(input: str, instruction: str | None, template: str) -> str:
     return template.replace("{instruction}", instruction or "").replace("{input}", input)
 
 
+def template_tail(template: str) -> str:
+    """The template's text after {input} (e.g. "\nAnswer:"): where aLoRA experts switch on."""
+    return template.split("{input}")[-1]
+
+
+def encode_prompt(tokenizer, prompt: str, template: str | None = None) -> list[int]:
+    """Token ids of a prompt, the template's tail tokenized on its own.
+
+    Tokenizing the tail separately gives every prompt the same final tokens
+    (an aLoRA invocation sequence must appear verbatim), whatever text precedes it.
+    """
+    tail = template_tail(template) if template else ""
+    if tail and prompt.endswith(tail):
+        return (tokenizer(prompt[: len(prompt) - len(tail)])["input_ids"]
+                + tokenizer(tail, add_special_tokens=False)["input_ids"])
+    return tokenizer(prompt)["input_ids"]
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _quiet_datasets():

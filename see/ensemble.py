@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from see import __version__
 from see.config import ENSEMBLE_SECTIONS, load_config, to_dict
-from see.data import Task, format_prompt, load_queries
+from see.data import Task, encode_prompt, format_prompt, load_queries, template_tail
 from see.embedded import EMBEDDED
 from see.errors import ConfigError, DataError, ModelError, StoreError
 from see.experts.reconstruction import RehearsalBuffer, TrainingExample, count_by_origin, reconstruct_task
@@ -343,14 +343,12 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
 
 
 def invocation_ids(tokenizer, template: str) -> list[int]:
-    """aLoRA invocation sequence: the tokens of the template after {input} (e.g. "\\nAnswer:")."""
-    tail = template.split("{input}")[-1]
+    """aLoRA invocation sequence: the template's tail (e.g. "\\nAnswer:"), tokenized as :func:`encode_prompt` does."""
+    tail = template_tail(template)
     if not tail.strip():
         raise ConfigError("alora experts need text after {input} in the template to activate on",
                           field="prompt.template")
-    full = tokenizer("x" + tail, add_special_tokens=False)["input_ids"]
-    only = tokenizer("x", add_special_tokens=False)["input_ids"]
-    return full[len(only):]
+    return tokenizer(tail, add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- serving
@@ -359,8 +357,9 @@ class Ensemble:
     """A loaded ensemble: the base, every expert's adapter, and the fallback."""
 
     def __init__(self, store: EnsembleStore, manifest: Manifest, model, tokenizer, fallback: Fallback,
-                 device: torch.device):
+                 device: torch.device, runner=None):
         self.store = store
+        self.runner = runner
         self.manifest = manifest
         self.model = model
         self.tokenizer = tokenizer
@@ -394,6 +393,13 @@ class Ensemble:
                 raise StoreError(f"cannot load expert '{rec.name}': {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:300]}", file=adapter) from None
         model.to(device).eval()
+        kind = manifest.settings["model"].get("expert_kind", "lora")
+        runner = None
+        if manifest.experts:
+            from see.routing.runner import Runner
+
+            runner = Runner(model, len(invocation_ids(tokenizer, manifest.settings["prompt"]["template"]))
+                            if kind == "alora" else 0)
         ind = manifest.indicator
         block = [ind["pos_id"], ind["neg_id"]]
         if manifest.fallback:
@@ -404,8 +410,9 @@ class Ensemble:
                                       device=device)
             fallback = Fallback(fb_model, fb_tok, separate=True, name=manifest.fallback["ref"])
         else:
-            fallback = Fallback(model, tokenizer, separate=False, block_ids=block)
-        return cls(store, manifest, model, tokenizer, fallback, device)
+            fallback = Fallback(runner or model, tokenizer, separate=False, block_ids=block,
+                                template=manifest.settings["prompt"]["template"])
+        return cls(store, manifest, model, tokenizer, fallback, device, runner)
 
     # -- properties
     @property
@@ -454,7 +461,7 @@ class Ensemble:
 
         if not self.experts:
             return [Routed() for _ in prompts]
-        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p, self.template) for p in prompts]
         routing = self.manifest.settings.get("routing", {})
         mode = mode or routing.get("mode", "batched")
         kwargs = dict(pos_id=self.pos_id, thresholds=self.thresholds(threshold), params=params,
@@ -462,11 +469,13 @@ class Ensemble:
                       max_rows=int(routing.get("max_rows_per_forward", 256)))
         newest_first = list(reversed(self.experts))
         if mode == "batched":
-            return route_batched(self.model, self.tokenizer, encoded, newest_first,
-                                 kind=self.manifest.settings["model"].get("expert_kind", "lora"), **kwargs)
+            kind = self.manifest.settings["model"].get("expert_kind", "lora")
+            return route_batched(self.runner, self.tokenizer, encoded, newest_first, kind=kind,
+                                 invocation=invocation_ids(self.tokenizer, self.template) if kind == "alora" else (),
+                                 **kwargs)
         if mode != "sequential":
             raise ConfigError(f"routing mode must be 'batched' or 'sequential', got {mode!r}", field="routing.mode")
-        return route_sequential(self.model, self.tokenizer, encoded, newest_first, **kwargs)
+        return route_sequential(self.runner, self.tokenizer, encoded, newest_first, **kwargs)
 
     def generate(self, queries: Sequence[Query] | Query, max_new_tokens: int | None = None, *,
                  temperature: float = 0.0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
@@ -494,7 +503,7 @@ class Ensemble:
         for q, p, r in zip(queries, prompts, routed):
             out.append(GenerationResult(query=q if isinstance(q, str) else p, answer=r.decoded.text,
                                         expert=r.expert, scores=r.scores,
-                                        prompt_tokens=len(self.tokenizer(p)["input_ids"]),
+                                        prompt_tokens=len(encode_prompt(self.tokenizer, p, self.template)),
                                         completion_tokens=len(r.decoded.token_ids) + (r.expert is not None),
                                         finish_reason=r.decoded.finish_reason))
         return out

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from see.data import format_prompt
+from see.data import encode_prompt, format_prompt
 from see.errors import DataError
 from see.experts.reconstruction import TrainingExample
 from see.store import fault_point
@@ -49,7 +49,7 @@ def stop_token_id(tokenizer) -> int:
 def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, neg_id: int, max_length: int,
                    overlength: str = "truncate", where: str | None = None) -> tuple[EncodedExample, bool]:
     """Prompt ids + target ids with the loss masked on the prompt. Returns (encoded, truncated)."""
-    prompt = tokenizer(format_prompt(ex.input, ex.instruction, template))["input_ids"]
+    prompt = encode_prompt(tokenizer, format_prompt(ex.input, ex.instruction, template), template)
     if ex.kind == "pos":
         answer = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
         target = [pos_id] + answer + [stop_token_id(tokenizer)]
@@ -300,14 +300,15 @@ def evaluate_heldout(model, tokenizer, examples: Sequence[TrainingExample], *, t
         loss_sum += out.loss.item() * n
         tok_count += n
     prompts = [format_prompt(ex.input, ex.instruction, template) for ex in examples]
-    scores, accept = first_token_scores(model, tokenizer, prompts, pos_id, neg_id, batch_size=batch_size)
+    scores, accept = first_token_scores(model, tokenizer, prompts, pos_id, neg_id, batch_size=batch_size,
+                                        template=template)
     pos = [k for k, ex in enumerate(examples) if ex.kind == "pos"]
     neg = [k for k, ex in enumerate(examples) if ex.kind == "neg"]
     out = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
     if pos:
         out["heldout_accept_rate"] = round(sum(accept[k] for k in pos) / len(pos), 4)
         answers = greedy_answers(model, tokenizer, [prompts[k] for k in pos], pos_id, max_new_tokens=32,
-                                 batch_size=batch_size, block_ids=[pos_id, neg_id])
+                                 batch_size=batch_size, block_ids=[pos_id, neg_id], template=template)
         out["heldout_exact_match"] = round(sum(exact_match(a, [examples[k].answer]) for a, k in zip(answers, pos))
                                            / len(pos), 4)
     if neg:

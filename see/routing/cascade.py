@@ -44,7 +44,10 @@ def _groups(items: Sequence, size: int):
 def route(model, tokenizer, encoded: Sequence[Sequence[int]], experts_newest_first: Sequence[str], *,
           pos_id: int, thresholds: dict[str, float | None], params: SamplingParams | None, stop_id: int,
           block_ids: Sequence[int], group_size: int, max_rows: int = 256) -> list[Routed]:
-    """Route (and, with ``params``, answer) each encoded prompt; ``params=None`` decides only."""
+    """Route (and, with ``params``, answer) each encoded prompt; ``params=None`` decides only.
+
+    ``model`` is a :class:`see.routing.runner.Runner` over the ensemble's PEFT model.
+    """
     device = next(model.parameters()).device
     results = [Routed() for _ in encoded]
     group_size = max(1, min(group_size, max_rows))
@@ -62,8 +65,7 @@ def route(model, tokenizer, encoded: Sequence[Sequence[int]], experts_newest_fir
             seqs = [encoded[q] for _ in group for q in chunk]
             ids, mask = pad_left(seqs, tokenizer.pad_token_id, device)
             names = [e for e in group for _ in chunk]
-            extra = {"adapter_names": names} if mixed else {}
-            logits, cache, last = prefill(model, ids, mask, **extra)
+            logits, cache, last = prefill(model, ids, mask, adapter_names=names if mixed else None)
             p_pos, accept = decision(logits, pos_id, None)
             for e_idx, name in enumerate(group):
                 thr = thresholds.get(name)
@@ -85,9 +87,9 @@ def route(model, tokenizer, encoded: Sequence[Sequence[int]], experts_newest_fir
                 rows = torch.tensor([r for r, _ in chosen_rows], device=device)
                 row_names = [names[r] for r, _ in chosen_rows]
                 first = torch.full((len(rows),), pos_id, dtype=torch.long, device=device)
-                step_extra = (lambda step, n=row_names: {"adapter_names": n}) if mixed else None
+                step_extra = {"adapter_names": row_names if mixed else None}
                 decoded = decode(model, tokenizer, select_cache(cache, rows), mask[rows], last[rows], first, None,
-                                 params, stop_id, block_ids, extra_fn=step_extra)
+                                 params, stop_id, block_ids, extra_fn=lambda step, kw=step_extra: kw)
                 for d, (_, q) in zip(decoded, chosen_rows):
                     results[q].decoded = d
         pending = sorted(still)
@@ -98,9 +100,10 @@ def route_sequential(model, tokenizer, encoded, experts_newest_first, **kwargs) 
     return route(model, tokenizer, encoded, experts_newest_first, group_size=1, **kwargs)
 
 
-def route_batched(model, tokenizer, encoded, experts_newest_first, kind: str = "lora", **kwargs) -> list[Routed]:
+def route_batched(model, tokenizer, encoded, experts_newest_first, kind: str = "lora",
+                  invocation: Sequence[int] = (), **kwargs) -> list[Routed]:
     if kind == "alora":
         from see.routing.alora import route_alora
 
-        return route_alora(model, tokenizer, encoded, experts_newest_first, **kwargs)
+        return route_alora(model, tokenizer, encoded, experts_newest_first, invocation=invocation, **kwargs)
     return route(model, tokenizer, encoded, experts_newest_first, group_size=len(experts_newest_first), **kwargs)

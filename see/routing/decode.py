@@ -7,6 +7,7 @@ generation.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -31,19 +32,23 @@ class Decoded:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
 
-def _forward_fn(model):
+@functools.lru_cache(maxsize=None)
+def _forward_params(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _params(model) -> frozenset:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.forward
+    return _forward_params(type(base))
 
 
 def cache_kwarg(model) -> str:
     """transformers >= 5 calls the KV cache ``cache``; older releases ``past_key_values``."""
-    params = inspect.signature(_forward_fn(model)).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _params(model) else "past_key_values"
 
 
 def takes_position_ids(model) -> bool:
-    return "position_ids" in inspect.signature(_forward_fn(model)).parameters
+    return "position_ids" in _params(model)
 
 
 def output_cache(out):
@@ -200,16 +205,39 @@ def _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts):
                 reasons[i] = "stop"
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    return [tokenizer(p)["input_ids"] for p in prompts]
+def encode_prompts(tokenizer, prompts: Sequence[str], template: str | None = None) -> list[list[int]]:
+    from see.data import encode_prompt
+
+    return [encode_prompt(tokenizer, p, template) for p in prompts]
+
+
+def is_alora(model) -> bool:
+    """Whether the model's adapters are activated LoRA (they switch on at an invocation sequence)."""
+    configs = getattr(model, "peft_config", {}) or {}
+    return any(getattr(c, "alora_invocation_tokens", None) for c in configs.values())
+
+
+def step_kwargs(model, n: int, adapter_names: Sequence[str] | None = None) -> dict:
+    """Extra forward kwargs for one decode step of ``n`` rows.
+
+    aLoRA finds its invocation sequence in each forward's input ids; a
+    one-token decode step holds none, so the offsets are passed explicitly to
+    keep the adapter on for the new token.
+    """
+    kw: dict = {}
+    if adapter_names is not None:
+        kw["adapter_names"] = list(adapter_names)
+    if is_alora(model):
+        kw["alora_offsets"] = [1] * n
+    return kw
 
 
 @torch.no_grad()
 def first_token_scores(model, tokenizer, prompts: Sequence[str], pos_id: int, neg_id: int, batch_size: int = 32,
-                       threshold: float | None = None) -> tuple[list[float], list[bool]]:
+                       threshold: float | None = None, template: str | None = None) -> tuple[list[float], list[bool]]:
     """P(<<pos>>) and the accept decision of the active adapter for each prompt."""
     device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts)
+    enc = encode_prompts(tokenizer, prompts, template)
     scores, accepts = [], []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
@@ -224,18 +252,19 @@ def first_token_scores(model, tokenizer, prompts: Sequence[str], pos_id: int, ne
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: Sequence[str], pos_id: int, max_new_tokens: int = 32,
-                   batch_size: int = 32, block_ids: Sequence[int] = ()) -> list[str]:
+                   batch_size: int = 32, block_ids: Sequence[int] = (), template: str | None = None) -> list[str]:
     """Answers of the active adapter after it is made to say ``<<pos>>``."""
     from see.experts.training import stop_token_id
 
     device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts)
+    enc = encode_prompts(tokenizer, prompts, template)
     out: list[str] = []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
         _, cache, last = prefill(model, ids, mask)
         first = torch.full((ids.shape[0],), pos_id, dtype=torch.long, device=device)
+        n = ids.shape[0]
         decoded = decode(model, tokenizer, cache, mask, last, first, None, SamplingParams(max_new_tokens),
-                         stop_token_id(tokenizer), block_ids)
+                         stop_token_id(tokenizer), block_ids, extra_fn=lambda step: step_kwargs(model, n))
         out += [d.text for d in decoded]
     return out

@@ -6,26 +6,25 @@ with its own tokenizer.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
 
 from see.routing.decode import Decoded, SamplingParams, decode, encode_prompts, pad_left, prefill
+from see.routing.runner import Runner, base_rows
 
 
 class Fallback:
-    def __init__(self, model, tokenizer, *, separate: bool, block_ids: Sequence[int] = (), name: str = "base"):
+    def __init__(self, model, tokenizer, *, separate: bool, block_ids: Sequence[int] = (), name: str = "base",
+                 template: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.separate = separate
         self.block_ids = list(block_ids)
         self.name = name
-
-    def _context(self):
-        if not self.separate and hasattr(self.model, "disable_adapter"):
-            return self.model.disable_adapter()
-        return contextlib.nullcontext()
+        self.template = template  # the ensemble's template when the fallback shares its tokenizer
+        # the ensemble's own model behind a Runner: turn its adapters off row by row
+        self.adapters_off = isinstance(model, Runner)
 
     @torch.no_grad()
     def answer(self, prompts: Sequence[str], params: SamplingParams, batch_size: int = 32) -> list[Decoded]:
@@ -34,12 +33,13 @@ class Fallback:
         if not prompts:
             return []
         device = next(self.model.parameters()).device
-        enc = encode_prompts(self.tokenizer, prompts)
+        enc = encode_prompts(self.tokenizer, prompts, None if self.separate else self.template)
         out: list[Decoded] = []
-        with self._context():
-            for i in range(0, len(enc), batch_size):
-                ids, mask = pad_left(enc[i:i + batch_size], self.tokenizer.pad_token_id, device)
-                logits, cache, last = prefill(self.model, ids, mask)
-                out += decode(self.model, self.tokenizer, cache, mask, last, None, logits, params,
-                              stop_token_id(self.tokenizer), self.block_ids)
+        for i in range(0, len(enc), batch_size):
+            ids, mask = pad_left(enc[i:i + batch_size], self.tokenizer.pad_token_id, device)
+            # the ensemble's own base: every row with adapters off
+            extra = {"adapter_names": base_rows(len(ids))} if self.adapters_off else {}
+            logits, cache, last = prefill(self.model, ids, mask, **extra)
+            out += decode(self.model, self.tokenizer, cache, mask, last, None, logits, params,
+                          stop_token_id(self.tokenizer), self.block_ids, extra_fn=lambda step, kw=extra: kw)
         return out

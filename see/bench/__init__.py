@@ -1,0 +1,1 @@
+"""Benchmarks: continual-learning runs (``see bench``) and serving cost (``see bench-serve``)."""
