@@ -185,7 +185,7 @@ def accuracy_by_kind(work: Path, kinds: Sequence[str], examples: int, overrides:
 
 def run(out: Path, work: Path, ns: Sequence[int] = (1, 2, 4, 8, 16), kinds: Sequence[str] = ("lora", "alora"),
         batch_sizes: Sequence[int] = (1, 16), queries: int = 32, max_new_tokens: int = 8, repeats: int = 5,
-        examples: int = 200, overrides: Sequence[str] = ("train.epochs=2", "train.lr=2e-3"),
+        examples: int = 400, overrides: Sequence[str] = ("train.epochs=4", "train.lr=2e-3"),
         accuracy_examples: int = 600, accuracy_overrides: Sequence[str] = ("train.epochs=5", "train.lr=2e-3"),
         accuracy_test: int = 60, log: Callable[[str], None] = print, command: str = "") -> dict:
     start = time.time()
@@ -279,6 +279,17 @@ def report(results: dict) -> str:
              "measured in the same run.", "", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for desc, measured, met in targets(results):
         lines.append(f"| {desc} | {measured} | {'yes' if met else ('no' if met is False else '-')} |")
+    lora_ref = {(c["n"], c["batch"]): c["reference"]["latency_per_batch_s"] for c in results["cells"]
+                if c["kind"] == "lora"}
+    if "alora" in results["kinds"] and lora_ref:
+        lines += ["", "The aLoRA rows are compared with a single aLoRA adapter's `generate`, which pays PEFT's "
+                  "per-call offset search; against the plain single-LoRA reference of the same N and batch "
+                  "(same run), aLoRA batched routing costs:", "",
+                  "| N | batch | aLoRA batched / LoRA reference |", "|---|---|---|"]
+        for c in results["cells"]:
+            if c["kind"] == "alora" and (c["n"], c["batch"]) in lora_ref:
+                lines.append(f"| {c['n']} | {c['batch']} | "
+                             f"{c['batched']['latency_per_batch_s'] / lora_ref[(c['n'], c['batch'])]:.2f} |")
     for kind in results["kinds"]:
         lines += ["", f"## {kind} experts", "",
                   "| N | batch | sequential ms/batch | batched ms/batch | reference ms/batch | sequential / ref | "
