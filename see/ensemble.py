@@ -479,8 +479,12 @@ class Ensemble:
 
     def generate(self, queries: Sequence[Query] | Query, max_new_tokens: int | None = None, *,
                  temperature: float = 0.0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-                 threshold: float | None = None, mode: str | None = None) -> list[GenerationResult]:
-        """Answer each query: the newest expert that says ``<<pos>>`` answers, else the fallback."""
+                 threshold: float | None = None, mode: str | None = None,
+                 ignore_eos: bool = False) -> list[GenerationResult]:
+        """Answer each query: the newest expert that says ``<<pos>>`` answers, else the fallback.
+
+        ``ignore_eos`` generates exactly ``max_new_tokens`` (for fixed-length serving benchmarks).
+        """
         if isinstance(queries, (str, dict)):
             queries = [queries]
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -493,7 +497,7 @@ class Ensemble:
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                stop=tuple(stop), seed=seed)
+                                stop=tuple(stop), seed=seed, ignore_eos=ignore_eos)
         with self._lock, torch.no_grad():
             routed = self._route(prompts, params, threshold, mode)
             rest = [k for k, r in enumerate(routed) if r.expert is None]

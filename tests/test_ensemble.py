@@ -188,3 +188,35 @@ def test_failed_add_expert_leaves_the_ensemble_unchanged(two_experts, monkeypatc
                    log=lambda m: None)
     assert tree_hash(two_experts) == before
     assert [e.name for e in EnsembleStore(two_experts).read().experts] == ["sentiment", "topic"]
+
+
+def test_named_fallback_model_answers_what_every_expert_rejects(two_experts, tiny_models, tmp_path):
+    import shutil
+
+    from see.store import EnsembleStore
+
+    other = tiny_models("gpt2")
+    path = tmp_path / "ens"
+    shutil.copytree(two_experts, path)
+    store = EnsembleStore(path)
+    m = store.read()
+    m.fallback = {"ref": str(other)}
+    store.write(m)
+    ens = Ensemble.load(path)
+    assert ens.fallback.separate and ens.fallback.name == str(other)
+    unrelated, _ = _queries("capital")
+    results = ens.generate(unrelated[:3], max_new_tokens=4)
+    assert all(r.expert is None for r in results)
+    # the answers are the fallback model's own greedy continuation of the plain prompt
+    from see.routing.decode import SamplingParams
+
+    direct = ens.fallback.answer([ens.prompt_for(q) for q in unrelated[:3]], SamplingParams(max_new_tokens=4))
+    assert [r.answer for r in results] == [d.text for d in direct]
+
+
+def test_init_with_a_fallback_model(tiny_llama, tiny_models, tmp_path):
+    manifest = init_ensemble(tmp_path / "e", base=str(tiny_llama), fallback=str(tiny_models("gpt2")),
+                             log=lambda m: None)
+    assert manifest.fallback == {"ref": str(tiny_models("gpt2"))}
+    with pytest.raises(Exception, match="does not exist"):
+        init_ensemble(tmp_path / "f", base=str(tiny_llama), fallback=str(tmp_path / "missing"), log=lambda m: None)

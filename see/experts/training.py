@@ -50,9 +50,10 @@ def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, n
                    overlength: str = "truncate", where: str | None = None) -> tuple[EncodedExample, bool]:
     """Prompt ids + target ids with the loss masked on the prompt. Returns (encoded, truncated)."""
     prompt = encode_prompt(tokenizer, format_prompt(ex.input, ex.instruction, template), template)
-    if ex.kind == "pos":
+    if ex.kind in ("pos", "answer"):
+        # "answer": a plain fine-tuning example (the baselines), no indicator token
         answer = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
-        target = [pos_id] + answer + [stop_token_id(tokenizer)]
+        target = ([pos_id] if ex.kind == "pos" else []) + answer + [stop_token_id(tokenizer)]
     else:
         target = [neg_id]
     truncated = False
@@ -95,17 +96,46 @@ def check_lengths(task, tokenizer, template: str, pos_id: int, neg_id: int, max_
 
 
 def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a training batch."""
+    """Left-pad a training batch, as prompts are padded at inference.
+
+    Every sequence then ends at the last column, so the targets (the end of
+    each sequence) sit in the last few columns and only those need logits.
+    """
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, e in enumerate(batch):
         n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        mask[i, :n] = 1
+        ids[i, width - n:] = torch.tensor(e.input_ids)
+        labels[i, width - n:] = torch.tensor(e.labels)
+        mask[i, width - n:] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the target tokens, computing logits for the last columns only.
+
+    A causal LM's output layer over the whole vocabulary is the most expensive
+    part of a forward on long prompts with short answers; the targets are the
+    last tokens of each (left-padded) row, so ``logits_to_keep`` covers them.
+    Returns (loss, number of target tokens).
+    """
+    from see.routing.decode import positions, takes_position_ids
+
+    labels = batch["labels"]
+    has_target = (labels != IGNORE).any(dim=0).nonzero()
+    first = int(has_target[0]) if len(has_target) else labels.shape[1] - 1
+    keep = labels.shape[1] - first + 1  # one more column: the position that predicts the first target
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "logits_to_keep": keep}
+    if takes_position_ids(model):
+        kwargs["position_ids"] = positions(batch["attention_mask"])
+    logits = model(**kwargs).logits[:, -keep:]
+    targets = labels[:, -(keep - 1):] if keep > 1 else labels[:, :0]
+    n = int((targets != IGNORE).sum())
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    return loss / max(1, n), n
 
 
 def _module_name(model, module) -> str | None:
@@ -129,15 +159,19 @@ def lora_config(settings: Any, model, token_ids: Sequence[int], kind: str = "lor
     emb = model.get_input_embeddings()
     out = model.get_output_embeddings()
     tied = out is None or out.weight.data_ptr() == emb.weight.data_ptr()
-    if tied:
-        trainable: Any = token_ids
-    else:
+    trainable: Any = None
+    if token_ids and tied:
+        trainable = token_ids
+    elif token_ids:
         trainable = {_module_name(model, emb): token_ids, _module_name(model, out): token_ids}
     target = settings.target_modules
     target = target if isinstance(target, str) else list(target)
     kwargs = {}
     if kind == "alora":
         kwargs["alora_invocation_tokens"] = list(invocation_ids or [])
+    save = getattr(settings, "modules_to_save", None)
+    if save:
+        kwargs["modules_to_save"] = list(save)
     return LoraConfig(r=int(settings.r), lora_alpha=int(settings.alpha), lora_dropout=float(settings.dropout),
                       target_modules=target, trainable_token_indices=trainable, task_type="CAUSAL_LM", **kwargs)
 
@@ -175,12 +209,16 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
                  pos_id: int, neg_id: int, lora: Any, train: Any, kind: str = "lora",
                  invocation_ids: Sequence[int] | None = None, heldout: Sequence[TrainingExample] = (),
                  checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True,
-                 accelerator=None, log: Callable[[str], None] = print, where: str | None = None):
+                 accelerator=None, log: Callable[[str], None] = print, where: str | None = None,
+                 token_ids: Sequence[int] | None = None, peft_model=None):
     """Wrap ``model`` with a fresh LoRA expert and train it on ``train_examples``.
 
     Returns ``(peft_model, TrainResult)``. ``heldout`` examples are scored at
     the end (loss, share of positives accepted, share of negatives rejected,
-    exact match of the answers).
+    exact match of the answers). ``token_ids`` are the embedding rows that
+    train (default: the two indicator tokens; ``[]`` for plain fine-tuning).
+    Passing ``peft_model`` continues training that model's active adapter
+    (sequential fine-tuning baselines) instead of adding a new one.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -205,7 +243,9 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
     if not encoded:
         raise DataError("no training examples", file=where)
 
-    peft_model = get_peft_model(model, lora_config(lora, model, [pos_id, neg_id], kind, invocation_ids))
+    if peft_model is None:
+        token_ids = [pos_id, neg_id] if token_ids is None else list(token_ids)
+        peft_model = get_peft_model(model, lora_config(lora, model, token_ids, kind, invocation_ids))
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
@@ -248,14 +288,14 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
         skip = 0
         for batch in batches:
             with accelerator.accumulate(peft_model):
-                out = peft_model(**batch)
-                accelerator.backward(out.loss)
+                loss, _ = target_loss(peft_model, batch)
+                accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            window.append(accelerator.gather(out.loss.detach().reshape(1)).mean().item())
+            window.append(accelerator.gather(loss.detach().reshape(1)).mean().item())
             if accelerator.sync_gradients:
                 step += 1
                 losses.append(sum(window) / len(window))
@@ -295,9 +335,8 @@ def evaluate_heldout(model, tokenizer, examples: Sequence[TrainingExample], *, t
     loss_sum, tok_count = 0.0, 0
     for i in range(0, len(encoded), batch_size):
         batch = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], tokenizer.pad_token_id).items()}
-        out = model(**batch)
-        n = int((batch["labels"][:, 1:] != IGNORE).sum())
-        loss_sum += out.loss.item() * n
+        loss, n = target_loss(model, batch)
+        loss_sum += loss.item() * n
         tok_count += n
     prompts = [format_prompt(ex.input, ex.instruction, template) for ex in examples]
     scores, accept = first_token_scores(model, tokenizer, prompts, pos_id, neg_id, batch_size=batch_size,

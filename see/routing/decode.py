@@ -23,6 +23,8 @@ class SamplingParams:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     seed: int | None = None
+    #: Generate exactly max_new_tokens (EOS does not stop): fixed-length runs for serving benchmarks.
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -38,6 +40,7 @@ def _forward_params(cls) -> frozenset:
 
 
 def _params(model) -> frozenset:
+    model = getattr(model, "module", model)  # DistributedDataParallel under accelerate launch
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return _forward_params(type(base))
 
@@ -87,7 +90,8 @@ def select_cache(cache, rows: torch.Tensor):
 
 
 def model_inputs(model, ids, mask, pos, cache=None, **extra) -> dict:
-    kw = {"input_ids": ids, "attention_mask": mask, "use_cache": True, **extra}
+    kw = {"input_ids": ids, "attention_mask": mask, "use_cache": True,
+          **{k: v for k, v in extra.items() if v is not None}}
     if takes_position_ids(model):
         kw["position_ids"] = pos
     if cache is not None:
@@ -191,7 +195,7 @@ def _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts):
     for i, t in enumerate(token.tolist()):
         if done[i]:
             continue
-        if t == stop_id:
+        if t == stop_id and not params.ignore_eos:
             done[i] = True
             reasons[i] = "stop"
             continue

@@ -1,0 +1,215 @@
+"""Aggregate a benchmark's cells into metrics (mean and spread over seeds), a report and plots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from see.metrics import (auroc, average_performance, backward_transfer, fallback_rate, forgetting, forward_transfer,
+                         mean_and_spread, routing_accuracy, routing_confusion)
+
+METRICS = ("AP", "BWT", "FWT", "Forgetting", "Routing acc", "OOD TPR", "OOD FPR", "OOD AUROC")
+
+DEFINITIONS = """\
+- **R[i][j]**: score on task j after training through task i (exact match, any acceptable answer, for
+  classification-style tasks; ROUGE-L F1 for generative ones, as set per task in the config).
+- **AP** (average performance) = mean of the last row, (1/T) Σ_j R[T][j].
+- **BWT** (backward transfer) = mean over j < T of R[T][j] − R[j][j].
+- **FWT** (forward transfer) = mean over j > 1 of R[j−1][j] − Z[j], where Z[j] is the base model's zero-shot
+  score on task j, measured in the same run.
+- **Forgetting** = mean over j < T of (max over i < T of R[i][j]) − R[T][j].
+- **Routing acc**: share of test queries (all tasks, after the last task) answered by their own task's expert;
+  the confusion matrix counts task → chosen expert or fallback. For Arrow, which mixes experts per token, the
+  chosen expert is the one with the largest mixing weight averaged over the query's tokens and layers.
+- **OOD TPR**: share of out-of-distribution queries that reach the fallback. **OOD FPR**: share of
+  in-distribution test queries sent to the fallback. **OOD AUROC**: area under the ROC curve separating OOD
+  from in-distribution queries by the method's confidence (SEE: max P(<<pos>>) over experts; kNN: similarity
+  to the nearest stored query; Arrow: its largest mixing weight), computed without any threshold.
+- mtl-lora trains once on all tasks, so only its last row exists (AP only). Methods without routing have no
+  routing or OOD figures.
+- Each figure is the mean ± sample standard deviation over seeds."""
+
+
+def _matrix(cells, method: str, seed: int, T: int) -> list[list[float | None]]:
+    return [[(c or {}).get("score") for c in (cells.get(method, seed, i, j) for j in range(T))] for i in range(T)]
+
+
+def aggregate(cfg: Any, cells, notes: list[str]) -> dict:
+    from see.bench.runner import ROUTING_METHODS
+
+    T = len(cfg.stream)
+    names = [t.name for t in cfg.stream]
+    out: dict = {"name": cfg.name, "base": cfg.base, "tasks": names, "seeds": list(cfg.seeds),
+                 "methods": {}, "notes": notes, "zero_shot": {}}
+    for seed in cfg.seeds:
+        out["zero_shot"][str(seed)] = [(cells.get("base", seed, "zero", j) or {}).get("score") for j in range(T)]
+    for method in cfg.methods:
+        per_seed = {}
+        for seed in cfg.seeds:
+            R = _matrix(cells, method, seed, T)
+            zero = out["zero_shot"][str(seed)]
+            m = {"R": R, "AP": average_performance(R), "BWT": backward_transfer(R), "FWT": forward_transfer(R, zero),
+                 "Forgetting": forgetting(R)}
+            if method in ROUTING_METHODS:
+                last = [cells.get(method, seed, T - 1, j) or {} for j in range(T)]
+                true = [names[j] for j in range(T) for _ in last[j].get("chosen", [])]
+                chosen = [c for j in range(T) for c in last[j].get("chosen", [])]
+                ind_scores = [s for j in range(T) for s in last[j].get("ood_score", []) if s is not None]
+                m["Routing acc"] = routing_accuracy(true, chosen)
+                m["confusion"] = routing_confusion(true, chosen, names) if true else None
+                ood = cells.get(method, seed, T - 1, "ood")
+                m["OOD FPR"] = fallback_rate(chosen)
+                if ood:
+                    m["OOD TPR"] = fallback_rate(ood["chosen"])
+                    ood_scores = [s for s in ood["ood_score"] if s is not None]
+                    # OOD is the positive class: a lower in-distribution score means "more OOD"
+                    m["OOD AUROC"] = auroc([-s for s in ood_scores], [-s for s in ind_scores])
+            per_seed[str(seed)] = m
+        summary = {}
+        for key in METRICS:
+            vals = [per_seed[s].get(key) for s in per_seed]
+            mu, sd = mean_and_spread(vals)
+            summary[key] = {"mean": mu, "std": sd}
+        mean_R = [[mean_and_spread([per_seed[s]["R"][i][j] for s in per_seed])[0] for j in range(T)]
+                  for i in range(T)]
+        out["methods"][method] = {"per_seed": per_seed, "summary": summary, "mean_R": mean_R}
+    return out
+
+
+def _fmt(stat: dict, pct: bool = True) -> str:
+    if stat["mean"] is None:
+        return "–"
+    scale = 100 if pct else 1
+    return f"{scale * stat['mean']:.1f} ± {scale * stat['std']:.1f}"
+
+
+def _comparisons(results: dict) -> list[str]:
+    methods = results["methods"]
+    lines = []
+    for ours in ("see", "see-calibrated"):
+        if ours not in methods:
+            continue
+        ap = methods[ours]["summary"]["AP"]
+        for other, data in methods.items():
+            if other == ours or other.startswith("see") or data["summary"]["AP"]["mean"] is None or ap["mean"] is None:
+                continue
+            o = data["summary"]["AP"]
+            diff = 100 * (ap["mean"] - o["mean"])
+            spread = 100 * max(ap["std"] or 0, o["std"] or 0)
+            if abs(diff) <= spread:
+                verdict = "is within the seed spread of"
+            elif diff > 0:
+                verdict = "beats"
+            else:
+                verdict = "**does not beat**"
+            lines.append(f"- {ours} {verdict} {other} on AP ({100 * ap['mean']:.1f} vs {100 * o['mean']:.1f}, "
+                         f"difference {diff:+.1f} points; seed spread up to {spread:.1f}).")
+    return lines
+
+
+def write_report(results: dict, out: Path) -> None:
+    cfg = results["config"]
+    lines = [f"# Benchmark `{results['name']}`", "",
+             f"Produced by `{results.get('command') or 'see bench'}` (this invocation took "
+             f"{results['seconds'] / 60:.1f} min; per method and seed: see `results.json` → `timings`).", "",
+             f"- **Base model: `{results['base']}`.** Absolute figures on this small CPU base are not comparable "
+             "with results on LLMs; the comparison between methods on one base, data budget and seed is the point.",
+             f"- Stream ({len(results['tasks'])} tasks, in order): " + " → ".join(f"`{t}`" for t in results["tasks"]),
+             f"- Budget per task: {cfg['budget']['train_examples']} training and {cfg['budget']['test_examples']} "
+             f"test examples; {cfg['budget']['ood_examples']} OOD queries per OOD task "
+             f"({', '.join(t['name'] for t in cfg['ood']) or 'none'}). Seeds: {', '.join(map(str, results['seeds']))}.",
+             f"- Training (every method): LoRA r={cfg['lora']['r']}, alpha={cfg['lora']['alpha']}, "
+             f"targets {cfg['lora']['target_modules']}; {cfg['train']['epochs']} epochs"
+             + (f" (max {cfg['train']['max_steps']} steps)" if cfg['train']['max_steps'] else "")
+             + f", batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}. Rehearsal/replay buffer "
+             f"{cfg['reconstruction']['rehearsal_size']} queries per task.",
+             f"- Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.", "",
+             "## Results (percent, mean ± std over seeds)", "",
+             "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for method, data in results["methods"].items():
+        lines.append(f"| {method} | " + " | ".join(_fmt(data["summary"][k]) for k in METRICS) + " |")
+    comp = _comparisons(results)
+    if comp:
+        lines += ["", "## How SEE compares", ""] + comp
+    lines += ["", "## Accuracy matrices (mean over seeds, percent)", ""]
+    tasks = results["tasks"]
+    zero = [r for r in results["zero_shot"].values()]
+    z_mean = [sum(v[j] for v in zero if v[j] is not None) / max(1, sum(v[j] is not None for v in zero))
+              for j in range(len(tasks))]
+    lines += ["Base model zero-shot (Z): " + ", ".join(f"{t} {100 * z:.1f}" for t, z in zip(tasks, z_mean)), ""]
+    for method, data in results["methods"].items():
+        lines += [f"**{method}**", "", "| after \\ on | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+        for i, row in enumerate(data["mean_R"]):
+            lines.append(f"| {tasks[i]} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in row) + " |")
+        lines.append("")
+    lines += ["## Definitions", "", DEFINITIONS, ""]
+    if results["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    lines += ["## Plots", "", "![accuracy matrices](accuracy_matrices.png)", "",
+              "![routing confusion](routing_confusion.png)", "", "![AP and BWT](ap_bwt.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    _plots(results, out)
+
+
+def _plots(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = results["tasks"]
+    methods = list(results["methods"])
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, method in zip(axes.flat, methods):
+        R = np.array([[np.nan if v is None else v for v in row] for row in results["methods"][method]["mean_R"]])
+        ax.axis("on")
+        ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(tasks)):
+            for j in range(len(tasks)):
+                if not np.isnan(R[i, j]):
+                    ax.text(j, i, f"{100 * R[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if R[i, j] < 0.5 else "black")
+        ax.set_title(method, fontsize=9)
+        ax.set_xticks(range(len(tasks)), [t[:10] for t in tasks], rotation=45, fontsize=6)
+        ax.set_yticks(range(len(tasks)), [t[:10] for t in tasks], fontsize=6)
+        ax.set_xlabel("evaluated on", fontsize=7)
+        ax.set_ylabel("after training on", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_matrices.png", dpi=110)
+    plt.close(fig)
+
+    routed = [m for m in methods if any(s.get("confusion") for s in results["methods"][m]["per_seed"].values())]
+    fig, axes = plt.subplots(1, max(1, len(routed)), figsize=(3.8 * max(1, len(routed)), 3.4), squeeze=False)
+    for ax, method in zip(axes.flat, routed):
+        C = sum(np.array(s["confusion"]) for s in results["methods"][method]["per_seed"].values() if s.get("confusion"))
+        shares = C / np.maximum(1, C.sum(axis=1, keepdims=True))
+        ax.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+        for i in range(shares.shape[0]):
+            for j in range(shares.shape[1]):
+                ax.text(j, i, f"{100 * shares[i, j]:.0f}", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{method}: task → chosen", fontsize=9)
+        ax.set_xticks(range(len(tasks) + 1), [t[:10] for t in tasks] + ["fallback"], rotation=45, fontsize=6)
+        ax.set_yticks(range(len(tasks)), [t[:10] for t in tasks], fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "routing_confusion.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2, 3.6))
+    x = np.arange(len(methods))
+    for offset, key, color in ((-0.2, "AP", "tab:blue"), (0.2, "BWT", "tab:orange")):
+        means = [results["methods"][m]["summary"][key]["mean"] for m in methods]
+        stds = [results["methods"][m]["summary"][key]["std"] for m in methods]
+        ax.bar(x + offset, [100 * (v or 0) for v in means], 0.4, yerr=[100 * (s or 0) for s in stds], capsize=3,
+               label=key, color=color)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, methods, rotation=30, fontsize=8)
+    ax.set_ylabel("percent")
+    ax.set_title(f"{results['name']}: AP and BWT (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "ap_bwt.png", dpi=110)
+    plt.close(fig)

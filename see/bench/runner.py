@@ -1,0 +1,132 @@
+"""``see bench``: run a continual-learning stream through every method, cell by cell, resumably.
+
+A cell is one (method, seed, after-task i, eval-task j) score, saved as soon
+as it is computed; a rerun skips finished cells and reuses trained adapters.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+
+from see.bench.methods import METHODS, Answer, BaseModel, Context
+from see.bench.tasks import query_task, stream_task
+from see.metrics import SCORERS
+
+ROUTING_METHODS = ("knn-router", "arrow", "see", "see-calibrated")
+
+
+class Cells:
+    """The per-cell files of a run."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, method: str, seed: int, row: str | int, col: str | int) -> Path:
+        return self.root / "cells" / method / f"seed{seed}" / f"r{row}_{col}.json"
+
+    def get(self, *key) -> dict | None:
+        p = self.path(*key)
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def put(self, value: dict, *key) -> None:
+        p = self.path(*key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(p)
+
+
+def _cell_value(answers: list[Answer], task, metric: str) -> dict:
+    score_fn = SCORERS[metric]
+    scores = [score_fn(a.text, ex.outputs) for a, ex in zip(answers, task.examples)]
+    return {"score": sum(scores) / len(scores), "n": len(scores), "metric": metric,
+            "chosen": [a.chosen for a in answers], "ood_score": [a.score for a in answers],
+            "examples": [{"input": ex.input[:200], "answer": a.text[:200], "gold": list(ex.outputs)[:3]}
+                         for a, ex in list(zip(answers, task.examples))[:5]]}
+
+
+def _queries(task) -> list[tuple[str | None, str]]:
+    return [(task.instruction, ex.input) for ex in task.examples]
+
+
+def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress: bool = True,
+              command: str = "") -> dict:
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    cells = Cells(out)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    methods = list(cfg.methods)
+    T = len(cfg.stream)
+    per_seed = T + sum(T * T + (1 if m in ROUTING_METHODS else 0) for m in methods)
+    bar = tqdm(total=per_seed * len(cfg.seeds), desc=f"bench {cfg.name}", disable=not progress, dynamic_ncols=True)
+    notes: list[str] = list(cfg.notes)
+    timings: dict[str, float] = {}
+    for seed in cfg.seeds:
+        tasks = [stream_task(spec, cfg.budget, seed) for spec in cfg.stream]
+        for t in tasks:
+            if t.note and t.note not in notes:
+                notes.append(t.note)
+        ood = [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
+        negatives = [(t.instruction, ex.input) for spec in cfg.negatives
+                     for t in [query_task(spec, max(50, int(cfg.budget.train_examples)), seed, "negatives")]
+                     for ex in t.examples]
+        ctx = Context(cfg, seed, out / "work" / f"seed{seed}", tasks, negatives, log)
+        # the base model alone: the zero-shot scores FWT is measured against
+        base = BaseModel(ctx)
+        for j, task in enumerate(tasks):
+            if cells.get("base", seed, "zero", j) is None:
+                cells.put(_cell_value(base.answer(0, j, _queries(task.test)), task.test, task.metric),
+                          "base", seed, "zero", j)
+            bar.update(1)
+        for name in methods:
+            t0 = time.time()
+            method = METHODS[name](ctx)
+            rows = range(T - 1, T) if name == "mtl-lora" else range(T)
+            if name == "mtl-lora":
+                bar.update(T * (T - 1))  # MTL has only the last row
+            for i in rows:
+                missing = [j for j in range(T) if cells.get(name, seed, i, j) is None]
+                need_ood = name in ROUTING_METHODS and i == T - 1 and ood and cells.get(name, seed, i, "ood") is None
+                if missing or need_ood:
+                    method.prepare(i)
+                for j in range(T):
+                    if j in missing:
+                        answers = method.answer(i, j, _queries(tasks[j].test))
+                        cells.put(_cell_value(answers, tasks[j].test, tasks[j].metric), name, seed, i, j)
+                    bar.update(1)
+                if name in ROUTING_METHODS and i == T - 1:
+                    if need_ood:
+                        answers = [a for t in ood for a in method.answer(i, None, _queries(t))]
+                        cells.put({"chosen": [a.chosen for a in answers], "ood_score": [a.score for a in answers],
+                                   "families": [t.name for t in ood for _ in t.examples]}, name, seed, i, "ood")
+                    bar.update(1)
+            timings[f"{name}/seed{seed}"] = round(time.time() - t0, 1)
+            log(f"seed {seed}: {name} done in {timings[f'{name}/seed{seed}']:.0f}s")
+            del method
+    bar.close()
+    from see.bench.report import aggregate, write_report
+
+    results = aggregate(cfg, cells, notes)
+    results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
+                    "versions": _versions(), "config": OmegaConf.to_container(cfg, resolve=True)})
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, out)
+    return results
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    from see import __version__
+
+    return {"see": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "python": platform.python_version(), "platform": platform.platform()}

@@ -1,0 +1,112 @@
+"""`see bench`: a tiny end-to-end run writes every output, and a rerun skips finished cells."""
+import json
+
+import pytest
+
+from see.cli import main as see_main
+from see.config import load_bench_config
+from see.errors import ConfigError
+
+
+def _config(tmp_path, tiny_llama, methods=("seq-lora", "see")):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"""
+name: tiny
+base: {tiny_llama}
+stream:
+  - {{name: sentiment, source: "embedded:sentiment"}}
+  - {{name: topic, source: "embedded:topic", metric: rouge_l}}
+ood:
+  - {{name: larger, source: "embedded:larger"}}
+negatives:
+  - {{name: capital, source: "embedded:capital"}}
+methods: [{", ".join(methods)}]
+seeds: [0]
+budget: {{train_examples: 24, test_examples: 6, ood_examples: 4, max_new_tokens: 3}}
+lora: {{r: 4, alpha: 8}}
+train: {{max_steps: 3, batch_size: 8}}
+output: {tmp_path / "out"}
+""")
+    return cfg
+
+
+def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypatch):
+    cfg = _config(tmp_path, tiny_llama)
+    assert see_main(["bench", str(cfg), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"seq-lora", "see"}
+    see = results["methods"]["see"]["per_seed"]["0"]
+    assert len(see["R"]) == 2 and all(v is not None for row in see["R"] for v in row)
+    assert see["confusion"] is not None and see["OOD TPR"] is not None and 0 <= see["OOD FPR"] <= 1
+    assert results["methods"]["seq-lora"]["summary"]["Routing acc"]["mean"] is None
+    assert results["zero_shot"]["0"][0] is not None
+    assert results["versions"]["peft"] and results["command"].startswith("see bench")
+    report = (out / "report.md").read_text()
+    for needle in ("## Results", "Base model", "BWT", "## Definitions", "see bench"):
+        assert needle in report
+    for png in ("accuracy_matrices.png", "routing_confusion.png", "ap_bwt.png"):
+        assert (out / png).stat().st_size > 1000
+    n_cells = len(list((out / "cells").rglob("*.json")))
+    assert n_cells == 2 + 2 * 4 + 1  # zero-shot + two 2x2 matrices + SEE's OOD cell
+
+    # a rerun computes nothing: every cell exists (answering would now fail)
+    from see.bench import methods
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(methods.See, "answer", refuse)
+    monkeypatch.setattr(methods.SequentialLora, "answer", refuse)
+    monkeypatch.setattr(methods.BaseModel, "answer", refuse)
+    assert see_main(["bench", str(cfg), "--no-progress"]) == 0
+    # a deleted cell is recomputed, and only that one
+    (out / "cells" / "see" / "seed0" / "r1_0.json").unlink()
+    monkeypatch.undo()
+    calls = []
+    original = methods.See.answer
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[:2])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(methods.See, "answer", counting)
+    assert see_main(["bench", str(cfg), "--no-progress"]) == 0
+    assert calls == [(1, 0)]
+
+
+def test_every_baseline_runs_on_a_tiny_stream(tmp_path, tiny_llama):
+    from see.bench.runner import run_bench
+
+    cfg = load_bench_config(_config(tmp_path, tiny_llama, ("replay-lora", "mtl-lora", "oracle", "knn-router",
+                                                           "arrow", "see-calibrated")),
+                            ["knn.embedder=base"])
+    results = run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
+    m = results["methods"]
+    assert m["mtl-lora"]["per_seed"]["0"]["R"][0] == [None, None] and m["mtl-lora"]["summary"]["AP"]["mean"] is not None
+    assert m["oracle"]["summary"]["AP"]["mean"] is not None
+    for routed in ("knn-router", "arrow", "see-calibrated"):
+        assert m[routed]["summary"]["Routing acc"]["mean"] is not None, routed
+    assert m["arrow"]["per_seed"]["0"]["OOD TPR"] == 0.0  # Arrow has no fallback
+
+
+def test_bench_config_errors(tmp_path, tiny_llama):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstream:\n  - {name: a, source: 'embedded:topic', metrik: exact_match}\n")
+    with pytest.raises(ConfigError) as err:
+        load_bench_config(bad)
+    assert "metrik" in str(err.value) and "bad.yaml:3" in str(err.value)
+    bad.write_text("name: x\nstream:\n  - {name: a, source: 'embedded:topic'}\nmethods: [see, magic]\n")
+    with pytest.raises(ConfigError, match="unknown method 'magic'"):
+        load_bench_config(bad)
+    bad.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="at least one task"):
+        load_bench_config(bad)
+
+
+@pytest.mark.parametrize("name", ["embedded", "superni-cpu", "superni-15", "cl-standard"])
+def test_shipped_configs_load(name):
+    from conftest import REPO
+
+    cfg = load_bench_config(REPO / "benchmarks" / f"{name}.yaml")
+    assert cfg.stream and cfg.methods
