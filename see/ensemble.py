@@ -76,6 +76,15 @@ Query = Any  # str, {"instruction": ..., "input": ...}, or chat messages [{"role
 
 # ----------------------------------------------------------------------------- init
 
+def _stored_ref(info: dict) -> str:
+    """Named bases stay names (their files move with the package); local dirs become absolute paths."""
+    from see.modeling import NAMED_BASES
+
+    if info["ref"] == EMBEDDED or info["ref"] in NAMED_BASES or not info["local"]:
+        return info["ref"]
+    return info["path"]
+
+
 def init_ensemble(path: str | Path, base: str | None = None, fallback: str | None = None,
                   config: str | Path | None = None, overrides: Sequence[str] = (), log: Log = _stderr) -> Manifest:
     """Create an ensemble directory: tokenizer with the indicator tokens, and an empty manifest."""
@@ -104,7 +113,7 @@ def init_ensemble(path: str | Path, base: str | None = None, fallback: str | Non
         fb = resolve_model_ref(cfg.model.fallback)
         load_tokenizer(fb, cfg.model.trust_remote_code)
         load_causal_lm(fb, "float32", cfg.model.trust_remote_code, cfg.model.allow_pickle)
-        fallback_info = {"ref": fb["ref"] if fb["ref"] == EMBEDDED else (fb["path"] if fb["local"] else fb["ref"])}
+        fallback_info = {"ref": _stored_ref(fb)}
     pos_id, neg_id = add_indicator_tokens(tokenizer, cfg.prompt.pos_token, cfg.prompt.neg_token)
     root.mkdir(parents=True, exist_ok=True)
     with store.lock():
@@ -118,8 +127,7 @@ def init_ensemble(path: str | Path, base: str | None = None, fallback: str | Non
         os.rename(staged, store.tokenizer_dir)
         shutil.rmtree(root / STAGING, ignore_errors=True)
         manifest = Manifest(
-            base={"ref": base_info["ref"] if base_info["ref"] == EMBEDDED else
-                  (base_info["path"] if base_info["local"] else base_info["ref"]),
+            base={"ref": _stored_ref(base_info),
                   "fingerprint": fingerprint, "model_type": model.config.model_type, "vocab_size": base_vocab},
             fallback=fallback_info,
             settings={**to_dict(cfg, ENSEMBLE_SECTIONS), "routing": to_dict(cfg)["routing"]},
