@@ -53,16 +53,11 @@ def add_expert(dir: Path, name: str, data: str, format: str | None = None, input
                progress: bool = True) -> int:
     """Train one expert on a task's data and add it to the ensemble (atomically)."""
     from see.data import load_task_from_config
-    from see.ensemble import add_expert as _add, expert_config
-    from see.errors import StoreError
-    from see.store import EnsembleStore, validate_name
+    from see.ensemble import add_expert as _add, check_new_expert, expert_config
+    from see.store import EnsembleStore
 
-    store = EnsembleStore(dir)
-    manifest = store.read()
-    validate_name(name)
-    if manifest.expert(name):
-        raise StoreError(f"an expert named '{name}' already exists", file=store.manifest_path, field="name",
-                         hint="choose another --name")
+    # fail on the name before reading (possibly large) data
+    manifest = check_new_expert(EnsembleStore(dir), name)
     all_overrides = _data_overrides(format, input_field, output_field, instruction, split, max_examples) + list(overrides)
     cfg = expert_config(manifest, config, all_overrides)
     task = load_task_from_config(data, cfg.data, name=name, seed=int(cfg.train.seed))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from see.errors import ConfigError
@@ -223,8 +223,9 @@ def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[
                 _check_keys(item, args[0], f"{full}[{i}].", where, key_lines)
 
 
-def _merge(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int]) -> DictConfig:
-    _check_keys(raw, SeeConfig, "", where, key_lines)
+def _merge(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int], schema: Any = None) -> DictConfig:
+    """Check ``raw``'s keys against the schema (file, line, valid keys), then merge it into ``cfg``."""
+    _check_keys(raw, schema or SeeConfig, "", where, key_lines)
     try:
         return OmegaConf.merge(cfg, raw)
     except OmegaConfBaseException as exc:
@@ -267,8 +268,8 @@ def validate(cfg: DictConfig, where: str = "config") -> None:
         raise ConfigError("must be 'all-linear' or a list of module names", file=where, field="lora.target_modules")
 
 
-def _field_default(key: str) -> Any:
-    schema: Any = SeeConfig()
+def _field_default(key: str, schema_cls: Any = None) -> Any:
+    schema: Any = (schema_cls or SeeConfig)()
     for part in key.split("."):
         if not dataclasses.is_dataclass(schema) or not hasattr(schema, part):
             return None
@@ -276,7 +277,7 @@ def _field_default(key: str) -> Any:
     return schema
 
 
-def _parse_value(key: str, raw: str) -> Any:
+def _parse_value(key: str, raw: str, schema: Any = None) -> Any:
     """YAML-typed override values, except that text for a string key stays text (e.g. "{input}")."""
     if not raw.strip():
         return None
@@ -284,9 +285,43 @@ def _parse_value(key: str, raw: str) -> Any:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
-    if isinstance(_field_default(key), str) and isinstance(value, dict):
+    if isinstance(_field_default(key, schema), str) and isinstance(value, dict):
         return raw  # "{input}" is template text, not a YAML mapping
     return value
+
+
+def _read_yaml(path: Path, what: str = "config file") -> tuple[Any, dict[str, int]]:
+    """(parsed YAML, key -> line) of a config file; errors name the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"{what} does not exist", file=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path,
+                          line=mark.line + 1 if mark else None) from None
+    return raw, _yaml_key_lines(text)
+
+
+def _dotlist(overrides, schema: Any = None) -> dict:
+    """``key=value`` overrides as a nested dict (values parsed as YAML)."""
+    raw: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value", file="<command line>")
+        key, _, value = item.partition("=")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError("conflicting overrides", file="<command line>", field=key)
+        node[parts[-1]] = _parse_value(key.strip(), value, schema)
+    return raw
 
 
 def load_config(file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -297,35 +332,11 @@ def load_config(file: str | Path | None = None, overrides: list[str] | tuple[str
         cfg = _merge(cfg, OmegaConf.to_container(base) if isinstance(base, DictConfig) else base,
                      "stored config", {})
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError("config file does not exist", file=path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                              line=mark.line + 1 if mark else None) from None
+        raw, key_lines = _read_yaml(Path(file))
         if raw is not None:
-            cfg = _merge(cfg, raw, str(path), _yaml_key_lines(text))
+            cfg = _merge(cfg, raw, str(file), key_lines)
     if overrides:
-        raw: dict = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value", file="<command line>")
-            key, _, value = item.partition("=")
-            node = raw
-            parts = key.strip().split(".")
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError("conflicting overrides", file="<command line>", field=key)
-            node[parts[-1]] = _parse_value(key.strip(), value)
-        cfg = _merge(cfg, raw, "<command line>", {})
+        cfg = _merge(cfg, _dotlist(overrides), "<command line>", {})
     validate(cfg, str(file) if file is not None and not overrides else
              ("<command line>" if overrides and file is None else str(file or "config")))
     return cfg
@@ -416,35 +427,10 @@ BENCH_METHODS = ALL_METHODS + ("see-calibrated",)
 def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """A benchmark config: BenchConfig defaults <- YAML file <- key=value overrides."""
     path = Path(file)
-    if not path.is_file():
-        raise ConfigError("benchmark config does not exist", file=path)
-    text = path.read_text(encoding="utf-8")
-    key_lines = _yaml_key_lines(text)
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                          line=mark.line + 1 if mark else None) from None
+    raw, key_lines = _read_yaml(path, "benchmark config")
     cfg = OmegaConf.structured(BenchConfig)
-    for where, data, lines in ((str(path), raw, key_lines),
-                               ("<command line>", _dotlist(overrides), {})):
-        _check_keys(data, BenchConfig, "", where, lines)
-        try:
-            cfg = OmegaConf.merge(cfg, data)
-        except OmegaConfBaseException as exc:
-            key = getattr(exc, "full_key", None) or ""
-            msg = str(exc).split("\n")[0]
-            hint = None
-            if "not in" in msg:
-                parent = key.rsplit(".", 1)[0] if "." in key else ""
-                node = OmegaConf.select(cfg, parent) if parent else cfg
-                if isinstance(node, DictConfig):
-                    hint = "valid keys: " + ", ".join(f"{parent + '.' if parent else ''}{k}" for k in node.keys())
-                elif isinstance(node, ListConfig) and len(node):
-                    hint = "valid keys: " + ", ".join(node[0].keys())
-            raise ConfigError(f"invalid config: {msg}", file=where, line=lines.get(key), field=key or None,
-                              hint=hint) from None
+    cfg = _merge(cfg, raw or {}, str(path), key_lines, BenchConfig)
+    cfg = _merge(cfg, _dotlist(overrides, BenchConfig), "<command line>", {}, BenchConfig)
     where = str(path)
     if not cfg.stream:
         raise ConfigError("a benchmark needs at least one task in 'stream'", file=where, field="stream")
@@ -467,16 +453,3 @@ def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] =
         raise ConfigError("at least one seed", file=where, field="seeds")
     return cfg
 
-
-def _dotlist(overrides) -> dict:
-    raw: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value", file="<command line>")
-        key, _, value = item.partition("=")
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-    return raw

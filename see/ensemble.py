@@ -181,6 +181,16 @@ def load_base_for(store: EnsembleStore, manifest: Manifest, device=None, dtype: 
     return model, tokenizer
 
 
+def check_new_expert(store: EnsembleStore, name: str) -> Manifest:
+    """The ensemble's manifest, after checking that ``name`` is a valid, unused expert name."""
+    manifest = store.read()
+    validate_name(name)
+    if manifest.expert(name):
+        raise StoreError(f"an expert named '{name}' already exists", file=store.manifest_path, field="name",
+                         hint="choose another --name")
+    return manifest
+
+
 def _preflight(store: EnsembleStore, manifest: Manifest, task: Task, cfg: DictConfig) -> None:
     """Checks that need the tokenizer, before the ensemble is touched."""
     from transformers import AutoConfig
@@ -253,11 +263,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     from see.experts.training import _mixed_precision
 
     store = EnsembleStore(path)
-    manifest = store.read()
-    validate_name(name)
-    if manifest.expert(name):
-        raise StoreError(f"an expert named '{name}' already exists", file=store.manifest_path, field="name",
-                         hint="choose another --name")
+    manifest = check_new_expert(store, name)
     cfg = expert_config(manifest, config, overrides)
     if len(task) < 2:
         raise DataError(f"the task has {len(task)} example(s); an expert needs at least 2", file=task.source)
@@ -273,9 +279,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     general, general_source = _general_negatives(cfg, manifest, negatives, len(task), seed, log)
     lock = store.lock(wait=wait, message=log) if main else contextlib.nullcontext()
     with lock:
-        manifest = store.read()  # another writer may have finished while we waited
-        if manifest.expert(name):
-            raise StoreError(f"an expert named '{name}' already exists", file=store.manifest_path, field="name")
+        manifest = check_new_expert(store, name)  # another writer may have finished while we waited
         staged = store.root / STAGING / name
         if main:
             store.clean_orphans(manifest, keep=staged if resume else None)
