@@ -142,8 +142,13 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(f"| {tasks[i]} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in row) + " |")
         lines.append("")
     lines += ["## Definitions", "", DEFINITIONS, ""]
-    if results["notes"]:
-        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    notes = list(results["notes"])
+    if any(m.startswith("see") for m in results["methods"]):
+        notes.append(f"SEE holds out train.eval_fraction={cfg['train']['eval_fraction']} of each task's training "
+                     "examples (its end-of-training evaluation, and see-calibrated's thresholds); the baselines "
+                     "train on all of them.")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Plots", "", "![accuracy matrices](accuracy_matrices.png)", "",
               "![routing confusion](routing_confusion.png)", "", "![AP and BWT](ap_bwt.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
