@@ -59,6 +59,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     from tqdm.auto import tqdm
 
     start = time.time()
+    versions = _versions()  # at the start: the code that runs, whatever is committed meanwhile
     out.mkdir(parents=True, exist_ok=True)
     cells = Cells(out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -115,7 +116,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
 
     results = aggregate(cfg, cells, notes)
     results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
-                    "versions": _versions(), "config": OmegaConf.to_container(cfg, resolve=True)})
+                    "versions": versions, "config": OmegaConf.to_container(cfg, resolve=True)})
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out)
     return results
