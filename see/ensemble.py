@@ -17,24 +17,23 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from see import __version__
 from see.config import ENSEMBLE_SECTIONS, load_config, to_dict
 from see.data import Task, encode_prompt, format_prompt, load_queries, template_tail
 from see.embedded import EMBEDDED
-from see.errors import ConfigError, DataError, ModelError, StoreError
+from see.errors import ConfigError, DataError, StoreError
 from see.experts.reconstruction import RehearsalBuffer, TrainingExample, count_by_origin, reconstruct_task
 from see.modeling import (add_indicator_tokens, base_fingerprint, fit_embeddings, load_causal_lm, load_tokenizer,
                           quiet_transformers, resolve_model_ref)
 from see.routing.cascade import Routed, route_batched, route_sequential
 from see.routing.decode import SamplingParams
 from see.routing.fallback import Fallback
-from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, read_jsonl,
-                       validate_name, write_jsonl)
+from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, validate_name, write_jsonl)
 
 Log = Callable[[str], None]
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import TINY_TRAIN, family_jsonl, run_see, tree_hash, write_jsonl
+from conftest import family_jsonl, run_see, tree_hash, write_jsonl
 
 COMMANDS = ["init", "add-expert", "ask", "list", "eval", "demo"]
 

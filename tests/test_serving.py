@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from conftest import TINY_TRAIN, run_see
 from see.embedded.families import general_negatives, make_task

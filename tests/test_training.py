@@ -1,7 +1,6 @@
 """One parametrized table over tiny Llama/Qwen/GPT-2 models (PEFT style)."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from see.config import load_config
 from see.embedded.families import make_task

@@ -7,7 +7,6 @@ saved under the run's work folder, so a rerun reuses them.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence

@@ -14,7 +14,6 @@ import io
 import json
 import platform
 import pstats
-import resource
 import shutil
 import statistics
 import subprocess

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from see.data import format_prompt
-from see.store import EnsembleStore, Manifest, read_jsonl
+from see.store import read_jsonl
 
 
 def choose_threshold(pos_scores: Sequence[float], target_frr: float) -> float:
