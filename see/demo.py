@@ -32,6 +32,7 @@ def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream
              general_negatives: bool = True) -> dict:
     from see.ensemble import Ensemble, add_expert, init_ensemble
     from see.metrics import exact_match
+    from see.routing.decode import SamplingParams
 
     budget = QUICK if quick else DEMO
     start = time.time()
@@ -61,8 +62,6 @@ def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream
         test = make_task(family, budget["test_examples"], seed=seed, split="test")
         report = ens.evaluate(test)
         prompts = [ens.prompt_for({"instruction": test.instruction, "input": ex.input}) for ex in test.examples]
-        from see.routing.decode import SamplingParams
-
         base_answers = ens.fallback.answer(prompts, SamplingParams(max_new_tokens=8))
         base_acc = sum(exact_match(d.text, ex.outputs) for d, ex in zip(base_answers, test.examples)) / len(test)
         rows.append({"task": family, "accuracy": report["score"], "routing": report["routed"].get(family, 0.0),
