@@ -179,8 +179,9 @@ def accuracy_by_kind(work: Path, kinds: Sequence[str], examples: int, overrides:
             report = ens.evaluate(make_task(family, test, split="test"))
             scores[family] = {"accuracy": report["score"], "routed_to_own": report["routed"].get(family, 0.0)}
         mean = sum(s["accuracy"] for s in scores.values()) / len(scores)
-        out[kind] = {"tasks": scores, "mean_accuracy": mean}
-        log(f"  [{kind}] 4-task stream accuracy {100 * mean:.1f}%")
+        routing = sum(s["routed_to_own"] for s in scores.values()) / len(scores)
+        out[kind] = {"tasks": scores, "mean_accuracy": mean, "mean_routing": routing}
+        log(f"  [{kind}] 4-task stream accuracy {100 * mean:.1f}%, routing accuracy {100 * routing:.1f}%")
     return out
 
 
@@ -308,11 +309,13 @@ def report(results: dict) -> str:
                 f"{c['reference']['tokens_per_s']:.0f} | {rss.get(c['n'], 0) / 2 ** 20:.0f} |")
     acc = results.get("accuracy", {})
     if acc:
-        lines += ["", "## Expert accuracy by kind (4-task embedded stream, same budget and seed)", "",
+        lines += ["", "## Expert accuracy and routing accuracy by kind (4-task embedded stream, same budget and seed)",
+                  "", "Each cell: accuracy (share routed to the task's own expert).", "",
                   "| kind | " + " | ".join(STREAM) + " | mean |", "|---" * (len(STREAM) + 2) + "|"]
         for kind, a in acc.items():
-            lines.append(f"| {kind} | " + " | ".join(f"{100 * a['tasks'][f]['accuracy']:.1f}%" for f in STREAM)
-                         + f" | {100 * a['mean_accuracy']:.1f}% |")
+            lines.append(f"| {kind} | " + " | ".join(
+                f"{100 * a['tasks'][f]['accuracy']:.1f}% ({100 * a['tasks'][f]['routed_to_own']:.0f}%)" for f in STREAM)
+                + f" | {100 * a['mean_accuracy']:.1f}% ({100 * a.get('mean_routing', 0):.0f}%) |")
     lines += ["", "Profiles of batched routing at N=8 (cProfile, cumulative): `profile-batched-*-n8.txt`.",
               "", "![latency vs N](latency.png)", ""]
     return "\n".join(lines)
