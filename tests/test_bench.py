@@ -110,3 +110,14 @@ def test_shipped_configs_load(name):
 
     cfg = load_bench_config(REPO / "benchmarks" / f"{name}.yaml")
     assert cfg.stream and cfg.methods
+
+
+def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama):
+    from see.bench.runner import run_bench
+
+    cfg = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["seeds=[0]"])
+    run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
+    # more seeds or methods extend the same run; a different budget would mix incomparable cells
+    changed = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["budget.train_examples=12"])
+    with pytest.raises(ConfigError, match="different config.*budget"):
+        run_bench(changed, tmp_path / "out", log=lambda m: None, progress=False)

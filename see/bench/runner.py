@@ -61,6 +61,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     start = time.time()
     versions = _versions()  # at the start: the code that runs, whatever is committed meanwhile
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_run(cfg, out)
     cells = Cells(out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     methods = list(cfg.methods)
@@ -120,6 +121,26 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out)
     return results
+
+
+#: Config keys a rerun may change without invalidating finished cells (they only choose which cells exist).
+_FREE_KEYS = ("methods", "seeds", "output", "notes", "name")
+
+
+def _check_same_run(cfg: Any, out: Path) -> None:
+    """Refuse to resume into a folder whose cells came from a different stream, base or budget."""
+    from see.errors import ConfigError
+
+    previous = out / "config.yaml"
+    if not previous.is_file() or not (out / "cells").is_dir():
+        return
+    old = OmegaConf.to_container(OmegaConf.load(previous), resolve=True)
+    new = OmegaConf.to_container(cfg, resolve=True)
+    changed = sorted(k for k in set(old) | set(new) if k not in _FREE_KEYS and old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(f"{out} holds cells of a run with a different config (changed: {', '.join(changed)}); "
+                          "they would be mixed with this run's", file=previous,
+                          hint="choose another --out, or delete the folder to start over")
 
 
 def _versions() -> dict:
