@@ -99,8 +99,8 @@ def template_tail(template: str) -> str:
     return template.split("{input}")[-1]
 
 
-def encode_prompt(tokenizer, prompt: str, template: str | None = None) -> list[int]:
-    """Token ids of a prompt, the template's tail tokenized on its own.
+def encode_prompt(tokenizer, prompt: str, template: str | None = None, max_length: int | None = None) -> list[int]:
+    """Token ids of a prompt, the template's tail tokenized on its own, at most ``max_length`` long.
 
     Tokenizing the tail separately gives every prompt the same final tokens
     (an aLoRA invocation sequence must appear verbatim), whatever text precedes it.
@@ -108,8 +108,19 @@ def encode_prompt(tokenizer, prompt: str, template: str | None = None) -> list[i
     tail = template_tail(template) if template else ""
     if tail and prompt.endswith(tail):
         head = _without_closing_special(tokenizer, tokenizer(prompt[: len(prompt) - len(tail)])["input_ids"])
-        return head + tokenizer(tail, add_special_tokens=False)["input_ids"]
-    return _without_closing_special(tokenizer, tokenizer(prompt)["input_ids"])
+        ids = head + tokenizer(tail, add_special_tokens=False)["input_ids"]
+    else:
+        ids = _without_closing_special(tokenizer, tokenizer(prompt)["input_ids"])
+    return truncate_prompt(tokenizer, ids, max_length) if max_length is not None else ids
+
+
+def truncate_prompt(tokenizer, ids: list[int], limit: int) -> list[int]:
+    """Cut a too-long prompt from the start, keeping a leading BOS/CLS and the end (where the question is)."""
+    if len(ids) <= limit:
+        return ids
+    starts = {t for t in (tokenizer.bos_token_id, getattr(tokenizer, "cls_token_id", None)) if t is not None}
+    head = ids[:1] if ids and ids[0] in starts else []
+    return head + ids[len(ids) - (limit - len(head)):]
 
 
 def _without_closing_special(tokenizer, ids: list[int]) -> list[int]:

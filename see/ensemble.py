@@ -31,7 +31,7 @@ from see.experts.reconstruction import RehearsalBuffer, TrainingExample, count_b
 from see.modeling import (add_indicator_tokens, base_fingerprint, fit_embeddings, load_causal_lm, load_tokenizer,
                           quiet_transformers, resolve_model_ref)
 from see.routing.cascade import Routed, route_batched, route_sequential
-from see.routing.decode import SamplingParams
+from see.routing.decode import SamplingParams, prompt_limit
 from see.routing.fallback import Fallback
 from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, validate_name, write_jsonl)
 
@@ -194,7 +194,8 @@ def _preflight(store: EnsembleStore, manifest: Manifest, task: Task, cfg: DictCo
     """Checks that need the tokenizer, before the ensemble is touched."""
     from transformers import AutoConfig
 
-    from see.experts.training import check_lengths, model_context
+    from see.experts.training import check_lengths
+    from see.modeling import model_context
 
     tokenizer = load_tokenizer({"ref": "ensemble", "path": str(store.tokenizer_dir), "local": True})
     settings = manifest.settings.get("model", {})
@@ -466,13 +467,16 @@ class Ensemble:
                         f"got {type(query).__name__}", field="queries")
 
     # -- routing and generation
-    def _route(self, prompts: list[str], params: SamplingParams | None, threshold: float | None,
+    def _encode(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+        limit = prompt_limit(self.model, max_new_tokens)
+        return [encode_prompt(self.tokenizer, p, self.template, limit) for p in prompts]
+
+    def _route(self, encoded: list[list[int]], params: SamplingParams | None, threshold: float | None,
                mode: str | None) -> list[Routed]:
         from see.experts.training import stop_token_id
 
         if not self.experts:
-            return [Routed() for _ in prompts]
-        encoded = [encode_prompt(self.tokenizer, p, self.template) for p in prompts]
+            return [Routed() for _ in encoded]
         routing = self.manifest.settings.get("routing", {})
         mode = mode or routing.get("mode", "batched")
         kwargs = dict(pos_id=self.pos_id, thresholds=self.thresholds(threshold), params=params,
@@ -509,16 +513,16 @@ class Ensemble:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 stop=tuple(stop), seed=seed, ignore_eos=ignore_eos)
+        encoded = self._encode(prompts, max_new_tokens)
         with self._lock, torch.no_grad():
-            routed = self._route(prompts, params, threshold, mode)
+            routed = self._route(encoded, params, threshold, mode)
             rest = [k for k, r in enumerate(routed) if r.expert is None]
             for k, d in zip(rest, self.fallback.answer([prompts[k] for k in rest], params)):
                 routed[k].decoded = d
         out = []
-        for q, p, r in zip(queries, prompts, routed):
+        for q, p, ids, r in zip(queries, prompts, encoded, routed):
             out.append(GenerationResult(query=q if isinstance(q, str) else p, answer=r.decoded.text,
-                                        expert=r.expert, scores=r.scores,
-                                        prompt_tokens=len(encode_prompt(self.tokenizer, p, self.template)),
+                                        expert=r.expert, scores=r.scores, prompt_tokens=len(ids),
                                         completion_tokens=len(r.decoded.token_ids) + (r.expert is not None),
                                         finish_reason=r.decoded.finish_reason))
         return out
@@ -529,8 +533,9 @@ class Ensemble:
         if isinstance(queries, (str, dict)):
             queries = [queries]
         prompts = [self.prompt_for(q) for q in queries]
+        encoded = self._encode(prompts, 1)
         with self._lock, torch.no_grad():
-            routed = self._route(prompts, None, threshold, mode)
+            routed = self._route(encoded, None, threshold, mode)
         return [RouteDecision(q if isinstance(q, str) else p, r.expert, r.scores)
                 for q, p, r in zip(queries, prompts, routed)]
 

@@ -157,6 +157,16 @@ def _identity_head_transform(model, missing: list[str]) -> None:
                     module.bias.zero_()
 
 
+def model_context(model_or_config) -> int:
+    """The longest sequence the model's position embeddings allow (a large number when unbounded)."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
 def add_indicator_tokens(tokenizer, pos: str, neg: str) -> tuple[int, int]:
     """Add <<pos>>/<<neg>> as special tokens (once, at ``see init``)."""
     tokenizer.add_special_tokens({"additional_special_tokens": [pos, neg]}, replace_extra_special_tokens=False) \

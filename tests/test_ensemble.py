@@ -220,3 +220,13 @@ def test_init_with_a_fallback_model(tiny_llama, tiny_models, tmp_path):
     assert manifest.fallback == {"ref": str(tiny_models("gpt2"))}
     with pytest.raises(Exception, match="does not exist"):
         init_ensemble(tmp_path / "f", base=str(tiny_llama), fallback=str(tmp_path / "missing"), log=lambda m: None)
+
+
+def test_queries_longer_than_the_context_are_cut_from_the_start(ens):
+    long_query = {"instruction": FAMILIES["topic"].instruction, "input": "rain " * 600 + "storm in the news today"}
+    for mode in ("batched", "sequential"):
+        [r] = ens.generate([long_query], max_new_tokens=4, mode=mode)
+        context = ens.model.config.max_position_embeddings
+        assert r.prompt_tokens <= context - 4 - 1
+    [d] = ens.route([long_query])
+    assert set(d.scores) <= {"topic", "sentiment"}

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from see.data import format_prompt
 from see.experts.reconstruction import TrainingExample
-from see.routing.decode import SamplingParams, decode, encode_prompts, pad_left, prefill
+from see.routing.decode import SamplingParams, decode, encode_prompts, pad_left, prefill, prompt_limit
 
 
 @dataclass
@@ -90,7 +90,7 @@ def generate(model, tokenizer, prompts: list[str], template: str, max_new_tokens
     """Greedy answers; ``names`` picks each row's adapter when ``model`` is a Runner."""
     from see.experts.training import stop_token_id
 
-    enc = encode_prompts(tokenizer, prompts, template)
+    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, max_new_tokens))
     out: list[str] = []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id)
@@ -359,7 +359,7 @@ class Arrow(PerTaskAdapters):
     def _route_weights(self, prompts: list[str]):
         """Per query, Arrow's mixing weights averaged over its prompt tokens and every routed layer."""
         tok = self.ctx.tokenizer
-        enc = encode_prompts(tok, prompts, self.ctx.template)
+        enc = encode_prompts(tok, prompts, self.ctx.template, prompt_limit(self.model, 1))
         totals = []
         state = {}
 

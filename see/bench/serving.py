@@ -89,10 +89,12 @@ def queries_for(n_experts: int, count: int, seed: int = 0) -> list[dict]:
 def _reference(ens, prompts: list[str], max_new_tokens: int) -> int:
     """A plain single-adapter ``generate`` (the newest expert), as a PEFT user would serve one LoRA."""
     from see.data import encode_prompt
-    from see.routing.decode import pad_left
+    from see.routing.decode import pad_left, prompt_limit
 
     ens.model.set_adapter(ens.experts[-1])
-    ids, mask = pad_left([encode_prompt(ens.tokenizer, p, ens.template) for p in prompts], ens.tokenizer.pad_token_id)
+    limit = prompt_limit(ens.model, max_new_tokens)
+    ids, mask = pad_left([encode_prompt(ens.tokenizer, p, ens.template, limit) for p in prompts],
+                         ens.tokenizer.pad_token_id)
     out = ens.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              min_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=ens.tokenizer.pad_token_id, eos_token_id=ens.tokenizer.eos_token_id)
@@ -142,7 +144,9 @@ def rss_probe(path: Path, queries: list[dict], max_new_tokens: int) -> int:
         f"ens.generate(json.loads({json.dumps(json.dumps(queries))}), max_new_tokens={max_new_tokens})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"RSS probe of {path} failed:\n{r.stderr[-4000:]}")
     return int(r.stdout.strip().splitlines()[-1]) * 1024  # Linux reports kB
 
 

@@ -17,9 +17,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from see.data import encode_prompt, format_prompt
+from see.data import encode_prompt, format_prompt, truncate_prompt
 from see.errors import DataError
 from see.experts.reconstruction import TrainingExample
+from see.modeling import model_context  # noqa: F401 - re-exported: the training code's context limit
 from see.store import fault_point
 
 IGNORE = -100
@@ -62,22 +63,9 @@ def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, n
             raise DataError(f"example is {len(prompt) + len(target)} tokens, longer than train.max_length="
                             f"{max_length}", file=where, field="input",
                             hint="raise train.max_length, shorten the example, or set train.overlength=truncate")
-        keep = max_length - len(target)
-        # keep the start-of-sequence token (if any) and the end of the prompt, where the question is
-        head = prompt[:1] if prompt and prompt[0] == tokenizer.bos_token_id else []
-        prompt = head + prompt[len(prompt) - (keep - len(head)):]
+        prompt = truncate_prompt(tokenizer, prompt, max_length - len(target))
         truncated = True
     return EncodedExample(prompt + target, [IGNORE] * len(prompt) + target), truncated
-
-
-def model_context(model_or_config) -> int:
-    """The longest sequence the model's position embeddings allow (a large number when unbounded)."""
-    cfg = getattr(model_or_config, "config", model_or_config)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1 << 30
 
 
 def check_lengths(task, tokenizer, template: str, pos_id: int, neg_id: int, max_length: int, overlength: str) -> int:

@@ -209,10 +209,18 @@ def _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts):
                 reasons[i] = "stop"
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], template: str | None = None) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: Sequence[str], template: str | None = None,
+                   max_length: int | None = None) -> list[list[int]]:
     from see.data import encode_prompt
 
-    return [encode_prompt(tokenizer, p, template) for p in prompts]
+    return [encode_prompt(tokenizer, p, template, max_length) for p in prompts]
+
+
+def prompt_limit(model, max_new_tokens: int) -> int:
+    """Longest prompt that leaves room in the model's context for the indicator and the answer."""
+    from see.modeling import model_context
+
+    return max(8, model_context(getattr(model, "base", model)) - max_new_tokens - 1)
 
 
 def is_alora(model) -> bool:
@@ -241,7 +249,7 @@ def first_token_scores(model, tokenizer, prompts: Sequence[str], pos_id: int, ne
                        threshold: float | None = None, template: str | None = None) -> tuple[list[float], list[bool]]:
     """P(<<pos>>) and the accept decision of the active adapter for each prompt."""
     device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts, template)
+    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, 1))
     scores, accepts = [], []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
@@ -261,7 +269,7 @@ def greedy_answers(model, tokenizer, prompts: Sequence[str], pos_id: int, max_ne
     from see.experts.training import stop_token_id
 
     device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts, template)
+    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, max_new_tokens))
     out: list[str] = []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)

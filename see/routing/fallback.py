@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from see.routing.decode import Decoded, SamplingParams, decode, encode_prompts, pad_left, prefill
+from see.routing.decode import Decoded, SamplingParams, decode, encode_prompts, pad_left, prefill, prompt_limit
 from see.routing.runner import Runner, base_rows
 
 
@@ -33,7 +33,8 @@ class Fallback:
         if not prompts:
             return []
         device = next(self.model.parameters()).device
-        enc = encode_prompts(self.tokenizer, prompts, None if self.separate else self.template)
+        enc = encode_prompts(self.tokenizer, prompts, None if self.separate else self.template,
+                             prompt_limit(self.model, params.max_new_tokens))
         out: list[Decoded] = []
         for i in range(0, len(enc), batch_size):
             ids, mask = pad_left(enc[i:i + batch_size], self.tokenizer.pad_token_id, device)
