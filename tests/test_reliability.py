@@ -85,7 +85,7 @@ def _replaced_base(work: Path, ens: Path, tiny: Path) -> list:
     fresh = work / "fresh-ens"
     init_ensemble(fresh, base=str(base), log=lambda m: None)
     build_tiny_model(base, seed=3)  # the base directory is overwritten with other weights
-    return ["list", fresh] if False else ["ask", fresh, "hello"]
+    return ["ask", fresh, "hello"]
 
 
 def _pickle_base(work: Path, ens: Path, tiny: Path) -> list:
