@@ -33,7 +33,8 @@ from see.modeling import (add_indicator_tokens, base_fingerprint, fit_embeddings
 from see.routing.cascade import Routed, route_batched, route_sequential
 from see.routing.decode import SamplingParams, prompt_limit
 from see.routing.fallback import Fallback
-from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, validate_name, write_jsonl)
+from see.store import (STAGING, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now, validate_name,
+                       write_jsonl)
 
 Log = Callable[[str], None]
 

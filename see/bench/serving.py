@@ -88,12 +88,10 @@ def queries_for(n_experts: int, count: int, seed: int = 0) -> list[dict]:
 
 def _reference(ens, prompts: list[str], max_new_tokens: int) -> int:
     """A plain single-adapter ``generate`` (the newest expert), as a PEFT user would serve one LoRA."""
-    from see.data import encode_prompt
-    from see.routing.decode import pad_left, prompt_limit
+    from see.routing.decode import encode_prompts, pad_left, prompt_limit
 
     ens.model.set_adapter(ens.experts[-1])
-    limit = prompt_limit(ens.model, max_new_tokens)
-    ids, mask = pad_left([encode_prompt(ens.tokenizer, p, ens.template, limit) for p in prompts],
+    ids, mask = pad_left(encode_prompts(ens.tokenizer, prompts, ens.template, prompt_limit(ens.model, max_new_tokens)),
                          ens.tokenizer.pad_token_id)
     out = ens.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              min_new_tokens=max_new_tokens, do_sample=False,

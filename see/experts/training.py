@@ -20,7 +20,7 @@ import torch
 from see.data import encode_prompt, format_prompt, truncate_prompt
 from see.errors import DataError
 from see.experts.reconstruction import TrainingExample
-from see.modeling import model_context  # noqa: F401 - re-exported: the training code's context limit
+from see.modeling import model_context
 from see.store import fault_point
 
 IGNORE = -100
