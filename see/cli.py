@@ -1,17 +1,63 @@
-"""The ``see`` command line. Each subcommand is one typed function; argparse only maps flags to it.
+"""The ``see`` command line. Each subcommand is one typed function whose signature is its interface.
 
-User errors (bad files, flags, configs) print one clear message and exit 2;
-``--debug`` shows the traceback.
+The parser is derived from the signatures (litgpt style): every parameter's
+type, default and ``Arg`` help become its flag, and a command is called by
+keyword, so the flags are written once. Commands import what they run
+inside their bodies, so that ``see --help`` answers without loading torch. User errors (bad files, flags,
+configs) print one clear message and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import collections.abc
+import inspect
 import json
+import shlex
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Callable, Optional, Sequence
 
+from see.config import EXPERT_KINDS, FORMATS, ROUTING_MODES, load_config
 from see.errors import ConfigError, SeeError
+
+
+@dataclass(frozen=True)
+class Arg:
+    """How a command parameter appears on the command line."""
+
+    help: str = ""
+    #: Option strings; default: ``--name-with-dashes`` (or the name itself when positional).
+    flags: tuple[str, ...] = ()
+    positional: bool = False
+    choices: tuple | None = None
+    metavar: str | None = None
+
+
+#: A parameter that collects the trailing ``key=value`` config overrides.
+Overrides = Annotated[Sequence[str], "overrides"]
+
+COMMANDS: dict[str, tuple[Callable, str]] = {}
+
+
+def command(name: str, summary: str):
+    def register(fn: Callable) -> Callable:
+        COMMANDS[name] = (fn, summary)
+        return fn
+    return register
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+Dir = Annotated[Path, Arg("ensemble directory", positional=True)]
+Format = Annotated[Optional[str], Arg("data format (default: auto, detected by content)", choices=FORMATS)]
+InputField = Annotated[Optional[str], Arg("input field/column (default: input)")]
+OutputField = Annotated[Optional[str], Arg("output field/column (default: output)")]
+Instruction = Annotated[Optional[str], Arg("instruction for every example (overrides a SuperNI definition)")]
+MaxExamples = Annotated[Optional[int], Arg("use a seeded sample of at most N examples")]
+JsonOut = Annotated[bool, Arg("print JSON", flags=("--json",))]
+ConfigFile = Annotated[Optional[Path], Arg("YAML config; see the README for every key")]
 
 
 def _data_overrides(format: str | None, input_field: str | None, output_field: str | None,
@@ -27,11 +73,21 @@ def _data_overrides(format: str | None, input_field: str | None, output_field: s
     return out
 
 
-def init(dir: Path, base: str | None = None, fallback: str | None = None, config: Path | None = None,
-         overrides: Sequence[str] = (), trust_remote_code: bool = False, allow_pickle: bool = False,
-         expert_kind: str | None = None) -> int:
+# ----------------------------------------------------------------------------- commands
+
+@command("init", "create an ensemble")
+def init(dir: Dir,
+         base: Annotated[Optional[str], Arg("base model: a local HF model dir or hub id (default: the embedded "
+                                            "base)")] = None,
+         fallback: Annotated[Optional[str], Arg("model that answers when every expert rejects (default: base, "
+                                                "adapters off)")] = None,
+         expert_kind: Annotated[Optional[str], Arg("expert kind for the whole ensemble", choices=EXPERT_KINDS)] = None,
+         config: Annotated[Optional[Path], Arg("YAML config (model/prompt/routing sections)")] = None,
+         trust_remote_code: Annotated[bool, Arg("allow the model's own Python code to run")] = False,
+         allow_pickle: Annotated[bool, Arg("allow pickle (.bin) weights")] = False,
+         overrides: Overrides = ()) -> int:
     """Create an ensemble directory on a base model (default: the embedded offline base)."""
-    from see.ensemble import init_ensemble
+    from see.lifecycle import init_ensemble
 
     extra = list(overrides)
     if trust_remote_code:
@@ -45,14 +101,24 @@ def init(dir: Path, base: str | None = None, fallback: str | None = None, config
     return 0
 
 
-def add_expert(dir: Path, name: str, data: str, format: str | None = None, input_field: str | None = None,
-               output_field: str | None = None, instruction: str | None = None, split: str | None = None,
-               max_examples: int | None = None, negatives: str | None = None, config: Path | None = None,
-               overrides: Sequence[str] = (), resume: bool = False, no_wait: bool = False,
-               progress: bool = True) -> int:
+@command("add-expert", "train and add one expert")
+def add_expert(dir: Dir,
+               name: Annotated[str, Arg("the expert's name")],
+               data: Annotated[str, Arg("data file or folder (or a dataset name with --format hf)")],
+               format: Format = None, input_field: InputField = None, output_field: OutputField = None,
+               instruction: Instruction = None,
+               split: Annotated[Optional[str], Arg("split of folder datasets (default: train)")] = None,
+               max_examples: MaxExamples = None,
+               negatives: Annotated[Optional[str], Arg("file of general negatives (any data format; inputs only), "
+                                                       "or 'none'")] = None,
+               config: ConfigFile = None,
+               resume: Annotated[bool, Arg("continue an interrupted add of this expert")] = False,
+               no_wait: Annotated[bool, Arg("fail at once if another process is writing")] = False,
+               progress: Annotated[bool, Arg("no progress bar", flags=("--no-progress",))] = True,
+               overrides: Overrides = ()) -> int:
     """Train one expert on a task's data and add it to the ensemble (atomically)."""
     from see.data import load_task_from_config
-    from see.ensemble import add_expert as _add, check_new_expert, expert_config
+    from see.lifecycle import add_expert as add, check_new_expert, expert_config
     from see.store import EnsembleStore
 
     # fail on the name before reading (possibly large) data
@@ -60,9 +126,8 @@ def add_expert(dir: Path, name: str, data: str, format: str | None = None, input
     all_overrides = _data_overrides(format, input_field, output_field, instruction, split, max_examples) + list(overrides)
     cfg = expert_config(manifest, config, all_overrides)
     task = load_task_from_config(data, cfg.data, name=name, seed=int(cfg.train.seed))
-    record = _add(dir, name, task, config=config, overrides=all_overrides, negatives=negatives, resume=resume,
-                  wait=not no_wait, progress=progress,
-                  data_info={"format": cfg.data.format, "split": cfg.data.split})
+    record = add(dir, name, task, config=config, overrides=all_overrides, negatives=negatives, resume=resume,
+                 wait=not no_wait, progress=progress, data_info={"format": cfg.data.format, "split": cfg.data.split})
     if record is not None:
         m = record.metrics
         parts = [f"loss {m.get('train_loss')}", f"{m.get('steps')} steps", f"{m.get('seconds')}s"]
@@ -74,8 +139,14 @@ def add_expert(dir: Path, name: str, data: str, format: str | None = None, input
     return 0
 
 
-def ask(dir: Path, queries: Sequence[str], json_out: bool = False, max_new_tokens: int | None = None,
-        threshold: float | None = None, mode: str | None = None) -> int:
+@command("ask", "answer queries")
+def ask(dir: Dir,
+        queries: Annotated[Sequence[str], Arg("queries to answer", positional=True, metavar="QUERY")],
+        json_out: Annotated[bool, Arg("one JSON object per query", flags=("--json",))] = False,
+        max_new_tokens: Annotated[Optional[int], Arg("answer length in tokens")] = None,
+        threshold: Annotated[Optional[float], Arg("accept when P(<<pos>>) >= T (default: argmax or "
+                                                  "calibrated)")] = None,
+        mode: Annotated[Optional[str], Arg("routing mode", choices=ROUTING_MODES)] = None) -> int:
     """Answer queries through the ensemble and say which expert answered."""
     from see.ensemble import Ensemble
 
@@ -85,8 +156,7 @@ def ask(dir: Path, queries: Sequence[str], json_out: bool = False, max_new_token
     results = ens.generate(list(queries), max_new_tokens=max_new_tokens, threshold=threshold, mode=mode)
     for r in results:
         if json_out:
-            print(json.dumps({"query": r.query, "answer": r.answer, "expert": r.expert,
-                              "scores": {k: round(v, 6) for k, v in r.scores.items()}}))
+            print(json.dumps(r.to_json()))
         else:
             who = f"expert {r.expert}" if r.expert else "fallback"
             print(f"{r.answer}\t[{who}]" if len(results) == 1 else f"{r.query!r} -> {r.answer}\t[{who}]")
@@ -97,7 +167,8 @@ def _adapter_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("adapter_model.*"))
 
 
-def list_experts(dir: Path, json_out: bool = False) -> int:
+@command("list", "list experts")
+def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
     """List the experts in routing order (oldest first), with sizes and training metrics."""
     from see.store import EnsembleStore
 
@@ -109,10 +180,9 @@ def list_experts(dir: Path, json_out: bool = False) -> int:
                      "adapter_bytes": _adapter_size(store.root / rec.path), "threshold": rec.threshold,
                      "created": rec.created, "metrics": rec.metrics})
     if json_out:
-        print(json.dumps({"base": manifest.base.get("ref"), "fallback": (manifest.fallback or {}).get("ref"),
-                          "experts": rows}, indent=2))
+        print(json.dumps({"base": manifest.base.ref, "fallback": manifest.fallback, "experts": rows}, indent=2))
         return 0
-    print(f"base: {manifest.base.get('ref')}   fallback: {(manifest.fallback or {}).get('ref') or 'base (adapters off)'}")
+    print(f"base: {manifest.base.ref}   fallback: {manifest.fallback or 'base (adapters off)'}")
     if not rows:
         print("no experts yet")
         return 0
@@ -127,11 +197,13 @@ def list_experts(dir: Path, json_out: bool = False) -> int:
     return 0
 
 
-def eval_data(dir: Path, data: str, format: str | None = None, input_field: str | None = None,
-              output_field: str | None = None, instruction: str | None = None, split: str | None = "test",
-              max_examples: int | None = None, json_out: bool = False, max_new_tokens: int | None = None) -> int:
+@command("eval", "evaluate on a task's data")
+def eval_data(dir: Dir, data: Annotated[str, Arg("data file or folder")], format: Format = None,
+              input_field: InputField = None, output_field: OutputField = None, instruction: Instruction = None,
+              split: Annotated[Optional[str], Arg("split of folder datasets")] = "test",
+              max_examples: MaxExamples = None, json_out: JsonOut = False,
+              max_new_tokens: Annotated[Optional[int], Arg("answer length in tokens")] = None) -> int:
     """Accuracy (exact match, any acceptable answer) of the ensemble on a task, and where it was routed."""
-    from see.config import load_config
     from see.data import load_task_from_config
     from see.ensemble import Ensemble
 
@@ -149,15 +221,19 @@ def eval_data(dir: Path, data: str, format: str | None = None, input_field: str 
     return 0
 
 
-def calibrate(dir: Path, target_fpr: float = 0.05, json_out: bool = False) -> int:
+@command("calibrate", "store per-expert acceptance thresholds")
+def calibrate(dir: Dir,
+              target_frr: Annotated[float, Arg("largest share of an expert's own held-out positives it may "
+                                               "reject (default 0.05)",
+                                               flags=("--target-frr", "--target-fpr"))] = 0.05,
+              json_out: JsonOut = False) -> int:
     """Choose a per-expert acceptance threshold on P(<<pos>>) that falsely rejects at most TARGET of the
     expert's held-out positives, and store it in the manifest (generate then uses it instead of argmax)."""
-    from see.errors import ConfigError
-    from see.routing.calibration import calibrate as _calibrate
+    from see.lifecycle import calibrate as store_thresholds
 
-    if not 0.0 <= target_fpr < 1.0:
-        raise ConfigError(f"--target-fpr must be in [0, 1), got {target_fpr}", field="target-fpr")
-    rows = _calibrate(dir, target_fpr, log=lambda m: print(m, file=sys.stderr))
+    if not 0.0 <= target_frr < 1.0:
+        raise ConfigError(f"--target-frr must be in [0, 1), got {target_frr}", field="target-frr")
+    rows = store_thresholds(dir, target_frr, log=lambda m: print(m, file=sys.stderr))
     if json_out:
         print(json.dumps(rows, indent=2))
         return 0
@@ -171,17 +247,19 @@ def calibrate(dir: Path, target_fpr: float = 0.05, json_out: bool = False) -> in
     return 0
 
 
-def bench(config: Path, overrides: Sequence[str] = (), out: Path | None = None, progress: bool = True) -> int:
+@command("bench", "continual-learning benchmark: SEE against every baseline")
+def bench(config: Annotated[Path, Arg("benchmark YAML (see benchmarks/)", positional=True)],
+          out: Annotated[Optional[Path], Arg("output folder (default: the config's `output`)")] = None,
+          progress: Annotated[bool, Arg("no progress bar", flags=("--no-progress",))] = True,
+          overrides: Overrides = ()) -> int:
     """Run a continual-learning benchmark: every method on the stream, resumable cell by cell, with a report."""
-    import shlex
-
+    from see.bench.config import load_bench_config
     from see.bench.runner import run_bench
-    from see.config import load_bench_config
 
     cfg = load_bench_config(config, list(overrides))
-    command = "see bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command_line = "see bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     target = Path(out) if out is not None else Path(cfg.output)
-    results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command)
+    results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command_line)
     print(f"{'method':<16} {'AP':>7} {'BWT':>7} {'route':>7} {'OOD TPR':>8} {'OOD FPR':>8}")
     for method, data in results["methods"].items():
         s = data["summary"]
@@ -191,23 +269,25 @@ def bench(config: Path, overrides: Sequence[str] = (), out: Path | None = None, 
     return 0
 
 
-def bench_serve(out: Path = Path("benchmarks/results/serving"), work: Path | None = None, quick: bool = False,
-                kinds: Sequence[str] = ("lora", "alora")) -> int:
+@command("bench-serve", "serving benchmark (routing cost vs number of experts)")
+def bench_serve(out: Annotated[Path, Arg("output folder")] = Path("benchmarks/results/serving"),
+                work: Annotated[Optional[Path], Arg("where to build the ensembles (reused when present)")] = None,
+                quick: Annotated[bool, Arg("a smoke run at a tiny budget")] = False,
+                kinds: Annotated[Sequence[str], Arg("expert kinds", choices=EXPERT_KINDS)] = EXPERT_KINDS) -> int:
     """Serving benchmark: latency, throughput and memory of routing as experts grow (N = 1..16), LoRA and aLoRA,
     against a plain single-adapter generate measured in the same run."""
-    import shlex
     import tempfile
 
     from see.bench.serving import run, targets
 
-    command = "see bench-serve " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command_line = "see bench-serve " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     work = work or Path(tempfile.mkdtemp(prefix="see-serve-"))
     kwargs = {}
     if quick:
         kwargs = dict(ns=(1, 2), batch_sizes=(2,), queries=4, repeats=1, examples=24, max_new_tokens=3,
                       overrides=("train.max_steps=4", "train.batch_size=8"), accuracy_examples=24,
                       accuracy_overrides=("train.max_steps=4", "train.batch_size=8"), accuracy_test=4)
-    results = run(Path(out), Path(work), kinds=tuple(kinds), log=lambda m: print(m, flush=True), command=command,
+    results = run(Path(out), Path(work), kinds=tuple(kinds), log=lambda m: print(m, flush=True), command=command_line,
                   **kwargs)
     for desc, measured, met in targets(results):
         print(f"{'met ' if met else 'MISS' if met is False else '    '}  {desc}: {measured}")
@@ -215,7 +295,12 @@ def bench_serve(out: Path = Path("benchmarks/results/serving"), work: Path | Non
     return 0
 
 
-def demo(dir: Path | None = None, quick: bool = False, seed: int = 0, no_general_negatives: bool = False) -> int:
+@command("demo", "the offline demo: 4 experts on the embedded base")
+def demo(dir: Annotated[Optional[Path], Arg("where to build the ensemble (default: a temp folder)")] = None,
+         quick: Annotated[bool, Arg("fewer examples and steps (a smoke test)")] = False,
+         seed: Annotated[int, Arg("seed")] = 0,
+         no_general_negatives: Annotated[bool, Arg("train experts without the general-negatives pool (to measure "
+                                                   "what it buys)")] = False) -> int:
     """Build an ensemble on the embedded base, add 4 experts one by one, and print what it learned."""
     from see.demo import run_demo
 
@@ -223,19 +308,52 @@ def demo(dir: Path | None = None, quick: bool = False, seed: int = 0, no_general
     return 0
 
 
-# ----------------------------------------------------------------------------- argparse
+# ----------------------------------------------------------------------------- the parser, from the signatures
 
-def _data_flags(p: argparse.ArgumentParser, split_default: str | None) -> None:
-    p.add_argument("--format", choices=["auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf"],
-                   help="data format (default: auto, detected by content)")
-    p.add_argument("--input-field", help="input field/column (default: input)")
-    p.add_argument("--output-field", help="output field/column (default: output)")
-    p.add_argument("--instruction", help="instruction for every example (overrides a SuperNI definition)")
-    p.add_argument("--split", default=split_default, help=f"split of folder datasets (default: {split_default})")
-    p.add_argument("--max-examples", type=int, help="use a seeded sample of at most N examples")
+def _unwrap(hint) -> tuple[type, bool]:
+    """(element type, is a sequence) of a parameter's annotation, Optional removed."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:
+        hint = args[0]
+    if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
+        return typing.get_args(hint)[0], True
+    return hint, False
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_parameter(p: argparse.ArgumentParser, param: inspect.Parameter, hint) -> bool:
+    """Add one parameter's flag; False for the trailing overrides (collected by :func:`main`)."""
+    base, meta = typing.get_args(hint)[0], typing.get_args(hint)[1:]
+    if "overrides" in meta:
+        return False
+    arg = next((m for m in meta if isinstance(m, Arg)), Arg())
+    kind, many = _unwrap(base)
+    has_default = param.default is not inspect.Parameter.empty
+    kwargs: dict = {"help": arg.help}
+    if arg.choices:
+        kwargs["choices"] = arg.choices
+    if arg.metavar:
+        kwargs["metavar"] = arg.metavar
+    if arg.positional:
+        if many:
+            kwargs["nargs"] = "+"
+        p.add_argument(param.name, type=kind, **kwargs)
+        return True
+    flags = arg.flags or ("--" + param.name.replace("_", "-"),)
+    if kind is bool:
+        p.add_argument(*flags, dest=param.name, action="store_false" if param.default else "store_true", **kwargs)
+        return True
+    if many:
+        kwargs["nargs"] = "+"
+    if has_default:
+        kwargs["default"] = list(param.default) if many else param.default
+    else:
+        kwargs["required"] = True
+    p.add_argument(*flags, dest=param.name, type=kind, **kwargs)
+    return True
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the commands that take trailing ``key=value`` overrides."""
     from see import __version__
 
     parser = argparse.ArgumentParser(prog="see", description="Continual fine-tuning with a Sequential Ensemble of "
@@ -244,119 +362,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    p = sub.add_parser("init", help="create an ensemble", description=init.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("--base", help="base model: a local HF model dir or hub id (default: the embedded base)")
-    p.add_argument("--fallback", help="model that answers when every expert rejects (default: base, adapters off)")
-    p.add_argument("--expert-kind", choices=["lora", "alora"], help="expert kind for the whole ensemble")
-    p.add_argument("--config", type=Path, help="YAML config (model/prompt/routing sections)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code to run")
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
-    p.epilog = "Any further key=value arguments override config keys (e.g. routing.max_new_tokens=32)."
-
-    p = sub.add_parser("add-expert", help="train and add one expert", description=add_expert.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--data", required=True, help="data file or folder (or a dataset name with --format hf)")
-    _data_flags(p, None)
-    p.add_argument("--negatives", help="file of general negatives (any data format; inputs only), or 'none'")
-    p.add_argument("--config", type=Path, help="YAML config; see the README for every key")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted add of this expert")
-    p.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.epilog = "Any further key=value arguments override config keys, e.g. train.epochs=2 lora.r=8."
-
-    p = sub.add_parser("ask", help="answer queries", description=ask.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("queries", nargs="+", metavar="QUERY")
-    p.add_argument("--json", action="store_true", help="one JSON object per query")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--threshold", type=float, help="accept when P(<<pos>>) >= T (default: argmax or calibrated)")
-    p.add_argument("--mode", choices=["batched", "sequential"])
-
-    p = sub.add_parser("list", help="list experts", description=list_experts.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("eval", help="evaluate on a task's data", description=eval_data.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("--data", required=True)
-    _data_flags(p, "test")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("calibrate", help="store per-expert acceptance thresholds", description=calibrate.__doc__)
-    p.add_argument("dir", type=Path)
-    p.add_argument("--target-fpr", type=float, default=0.05,
-                   help="largest share of an expert's own held-out positives it may reject (default 0.05)")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("bench", help="continual-learning benchmark: SEE against every baseline",
-                       description=bench.__doc__)
-    p.add_argument("config", type=Path, help="benchmark YAML (see benchmarks/)")
-    p.add_argument("--out", type=Path, help="output folder (default: the config's `output`)")
-    p.add_argument("--no-progress", action="store_true")
-    p.epilog = "Any further key=value arguments override config keys, e.g. seeds=[0] budget.train_examples=100."
-
-    p = sub.add_parser("bench-serve", help="serving benchmark (routing cost vs number of experts)",
-                       description=bench_serve.__doc__)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/serving"))
-    p.add_argument("--work", type=Path, help="where to build the ensembles (reused when present)")
-    p.add_argument("--kinds", nargs="+", default=["lora", "alora"], choices=["lora", "alora"])
-    p.add_argument("--quick", action="store_true", help="a smoke run at a tiny budget")
-
-    p = sub.add_parser("demo", help="the offline demo: 4 experts on the embedded base", description=demo.__doc__)
-    p.add_argument("--dir", type=Path, help="where to build the ensemble (default: a temp folder)")
-    p.add_argument("--quick", action="store_true", help="fewer examples and steps (a smoke test)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-general-negatives", action="store_true",
-                   help="train experts without the general-negatives pool (to measure what it buys)")
-    return parser
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    c = args.command
-    if c == "init":
-        return init(args.dir, args.base, args.fallback, args.config, args.overrides, args.trust_remote_code,
-                    args.allow_pickle, args.expert_kind)
-    if c == "add-expert":
-        return add_expert(args.dir, args.name, args.data, args.format, args.input_field, args.output_field,
-                          args.instruction, args.split, args.max_examples, args.negatives, args.config,
-                          args.overrides, args.resume, args.no_wait, not args.no_progress)
-    if c == "ask":
-        return ask(args.dir, args.queries, args.json, args.max_new_tokens, args.threshold, args.mode)
-    if c == "list":
-        return list_experts(args.dir, args.json)
-    if c == "eval":
-        return eval_data(args.dir, args.data, args.format, args.input_field, args.output_field, args.instruction,
-                         args.split, args.max_examples, args.json, args.max_new_tokens)
-    if c == "calibrate":
-        return calibrate(args.dir, args.target_fpr, args.json)
-    if c == "bench":
-        return bench(args.config, args.overrides, args.out, not args.no_progress)
-    if c == "bench-serve":
-        return bench_serve(args.out, args.work, args.quick, args.kinds)
-    if c == "demo":
-        return demo(args.dir, args.quick, args.seed, args.no_general_negatives)
-    raise AssertionError(c)
+    takes_overrides = set()
+    for name, (fn, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=fn.__doc__)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        for param in inspect.signature(fn).parameters.values():
+            if not _add_parameter(p, param, hints[param.name]):
+                takes_overrides.add(name)
+                p.epilog = "Any further key=value arguments override config keys, e.g. train.epochs=2 lora.r=8."
+    return parser, takes_overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser, takes_overrides = build_parser()
     args, rest = parser.parse_known_args(argv)
     # key=value config overrides may come anywhere after the subcommand (argparse cannot mix a
     # trailing nargs="*" positional with options, so they are collected here)
     flags = [r for r in rest if r.startswith("-")]
-    if flags or (rest and args.command not in ("init", "add-expert", "bench")):
+    if flags or (rest and args.command not in takes_overrides):
         parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
-    args.overrides = rest
+    fn = COMMANDS[args.command][0]
+    kwargs = {name: getattr(args, name) for name in inspect.signature(fn).parameters if hasattr(args, name)}
+    if args.command in takes_overrides:
+        kwargs["overrides"] = rest
     try:
         for item in rest:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value", file="<command line>", field=item,
                                   hint="config overrides look like train.epochs=2")
-        return _dispatch(args)
+        return fn(**kwargs)
     except SeeError as exc:
         if args.debug:
             raise

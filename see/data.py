@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from see.config import FORMATS
 from see.errors import DataError
-
-FORMATS = ("auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf")
 
 #: Folder name -> CL_Benchmark instruction family (instruction_config.json keys).
 CL_FAMILIES = {
@@ -61,74 +60,11 @@ class Task:
             h.update(b"\0" + ex.input.encode() + b"\0" + "\x1f".join(ex.outputs).encode())
         return h.hexdigest()
 
-    def split(self, fraction: float, seed: int, max_held: int | None = None) -> tuple["Task", "Task"]:
-        """Seeded (train, held-out) split; the held-out part is at least 1 example when possible."""
-        idx = list(range(len(self.examples)))
-        random.Random(seed).shuffle(idx)
-        n_held = int(round(len(idx) * fraction))
-        if fraction > 0 and len(idx) >= 2:
-            n_held = max(1, n_held)
-        if max_held is not None:
-            n_held = min(n_held, max_held)
-        held = sorted(idx[:n_held])
-        train = sorted(idx[n_held:])
-        pick = lambda ids: [self.examples[i] for i in ids]  # noqa: E731
-        return (Task(self.name, pick(train), self.instruction, self.source),
-                Task(self.name, pick(held), self.instruction, self.source))
-
     def sample(self, n: int, seed: int) -> "Task":
         if n >= len(self.examples):
             return self
         idx = sorted(random.Random(seed).sample(range(len(self.examples)), n))
         return Task(self.name, [self.examples[i] for i in idx], self.instruction, self.source)
-
-
-def format_prompt(input: str, instruction: str | None, template: str) -> str:
-    """The one prompt template, shared by training, routing and evaluation.
-
-    The template's line that holds ``{instruction}`` is dropped when there is
-    no instruction, so a bare query reads naturally.
-    """
-    if not instruction:
-        template = "\n".join(line for line in template.split("\n") if "{instruction}" not in line)
-    return template.replace("{instruction}", instruction or "").replace("{input}", input)
-
-
-def template_tail(template: str) -> str:
-    """The template's text after {input} (e.g. "\nAnswer:"): where aLoRA experts switch on."""
-    return template.split("{input}")[-1]
-
-
-def encode_prompt(tokenizer, prompt: str, template: str | None = None, max_length: int | None = None) -> list[int]:
-    """Token ids of a prompt, the template's tail tokenized on its own, at most ``max_length`` long.
-
-    Tokenizing the tail separately gives every prompt the same final tokens
-    (an aLoRA invocation sequence must appear verbatim), whatever text precedes it.
-    """
-    tail = template_tail(template) if template else ""
-    if tail and prompt.endswith(tail):
-        head = _without_closing_special(tokenizer, tokenizer(prompt[: len(prompt) - len(tail)])["input_ids"])
-        ids = head + tokenizer(tail, add_special_tokens=False)["input_ids"]
-    else:
-        ids = _without_closing_special(tokenizer, tokenizer(prompt)["input_ids"])
-    return truncate_prompt(tokenizer, ids, max_length) if max_length is not None else ids
-
-
-def truncate_prompt(tokenizer, ids: list[int], limit: int) -> list[int]:
-    """Cut a too-long prompt from the start, keeping a leading BOS/CLS and the end (where the question is)."""
-    if len(ids) <= limit:
-        return ids
-    starts = {t for t in (tokenizer.bos_token_id, getattr(tokenizer, "cls_token_id", None)) if t is not None}
-    head = ids[:1] if ids and ids[0] in starts else []
-    return head + ids[len(ids) - (limit - len(head)):]
-
-
-def _without_closing_special(tokenizer, ids: list[int]) -> list[int]:
-    """Drop an end-of-text token the tokenizer appends (BERT's [SEP]): the answer follows the prompt."""
-    closing = {t for t in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)) if t is not None}
-    if len(ids) > 1 and ids[-1] in closing:
-        return ids[:-1]
-    return ids
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 
 from see.embedded.families import FAMILIES, HELD_OUT, STREAM, make_task
+from see.engine.decode import SamplingParams
+from see.ensemble import Ensemble
+from see.lifecycle import add_expert, init_ensemble
+from see.metrics import score_answers
 
 #: The demo's budget, sized to finish in well under 10 minutes on 2 CPU cores.
 DEMO = {"train_examples": 600, "test_examples": 60, "ood_examples": 40,
@@ -30,10 +34,6 @@ def _out(msg: str = "") -> None:
 
 def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream=STREAM, held_out=HELD_OUT,
              general_negatives: bool = True) -> dict:
-    from see.ensemble import Ensemble, add_expert, init_ensemble
-    from see.metrics import exact_match
-    from see.routing.decode import SamplingParams
-
     budget = QUICK if quick else DEMO
     start = time.time()
     tmp = None
@@ -63,7 +63,7 @@ def run_demo(dir: Path | None = None, quick: bool = False, seed: int = 0, stream
         report = ens.evaluate(test)
         prompts = [ens.prompt_for({"instruction": test.instruction, "input": ex.input}) for ex in test.examples]
         base_answers = ens.fallback.answer(prompts, SamplingParams(max_new_tokens=8))
-        base_acc = sum(exact_match(d.text, ex.outputs) for d, ex in zip(base_answers, test.examples)) / len(test)
+        base_acc = sum(score_answers([d.text for d in base_answers], test.examples, "exact_match")) / len(test)
         rows.append({"task": family, "accuracy": report["score"], "routing": report["routed"].get(family, 0.0),
                      "base": base_acc, "chance": CHANCE.get(family)})
     ood = {}

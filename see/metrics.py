@@ -44,6 +44,12 @@ def rouge_l(prediction: str, answers: Iterable[str]) -> float:
 SCORERS = {"exact_match": exact_match, "rouge_l": rouge_l}
 
 
+def score_answers(answers: Sequence[str], examples: Sequence, metric: str) -> list[float]:
+    """Each answer's score against its example's acceptable ``outputs``."""
+    score = SCORERS[metric]
+    return [score(a, ex.outputs) for a, ex in zip(answers, examples)]
+
+
 def _ok(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
@@ -103,6 +109,7 @@ def forgetting(R: Matrix) -> float | None:
     return _mean(drops)
 
 
+#: How routing counts and reports write the fallback where an expert name would be.
 FALLBACK = "<fallback>"
 
 

@@ -15,10 +15,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 import torch
 
 from see.embedded import BASE_DIR, EMBEDDED
-from see.errors import ModelError
+from see.errors import DataError, ModelError
 
 # Families of models that are not causal LMs but can decode when loaded as one (BERT-like encoders).
 _ENCODERS_AS_DECODERS = {"bert", "roberta", "xlm-roberta", "electra"}
@@ -52,22 +54,41 @@ def _named_base_path(name: str) -> str:
     return str(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else str(Path(pkg.__file__).parent / "model")
 
 
-def resolve_model_ref(ref: str) -> dict:
-    """-> {"ref": as given, "path": local dir or hub id, "local": bool}."""
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as the user named it (``ref``) and where its files are (``path``)."""
+
+    ref: str
+    #: A local directory, or a hub id when not ``local``.
+    path: str
+    local: bool
+
+    @property
+    def stored(self) -> str:
+        """How a manifest records it: named bases keep their names (their files move with the package),
+        local directories become absolute paths."""
+        if self.ref == EMBEDDED or self.ref in NAMED_BASES or not self.local:
+            return self.ref
+        return self.path
+
+
+def resolve_model_ref(ref: str | ModelRef | None) -> ModelRef:
+    if isinstance(ref, ModelRef):
+        return ref
     if ref in (None, "", EMBEDDED):
-        return {"ref": EMBEDDED, "path": str(BASE_DIR), "local": True}
+        return ModelRef(EMBEDDED, str(BASE_DIR), True)
     if ref in NAMED_BASES:
-        return {"ref": ref, "path": _named_base_path(ref), "local": True}
+        return ModelRef(ref, _named_base_path(ref), True)
     path = Path(ref).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelError("a model must be a directory (config.json, weights, tokenizer)", file=path)
         if not (path / "config.json").is_file():
             raise ModelError("not a Hugging Face model directory: no config.json", file=path)
-        return {"ref": ref, "path": str(path.resolve()), "local": True}
+        return ModelRef(ref, str(path.resolve()), True)
     if ref.startswith((".", "/", "~")) or os.sep in ref and ref.count("/") > 1:
         raise ModelError("model directory does not exist", file=ref)
-    return {"ref": ref, "path": ref, "local": False}
+    return ModelRef(ref, ref, False)
 
 
 def _check_weights(path: Path, allow_pickle: bool) -> None:
@@ -80,12 +101,12 @@ def _check_weights(path: Path, allow_pickle: bool) -> None:
         raise ModelError("no model weights (*.safetensors) in the directory", file=path)
 
 
-def load_tokenizer(ref: str | dict, trust_remote_code: bool = False):
+def load_tokenizer(ref: str | ModelRef, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    info = ref if isinstance(ref, dict) else resolve_model_ref(ref)
-    path = info["path"]
-    if info["local"]:
+    info = resolve_model_ref(ref)
+    path = info.path
+    if info.local:
         p = Path(path)
         if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                                                  "tokenizer.model", "vocab.json")):
@@ -107,15 +128,15 @@ def resolve_dtype(name: str) -> torch.dtype | str:
     return getattr(torch, name)
 
 
-def load_causal_lm(ref: str | dict, dtype: str = "auto", trust_remote_code: bool = False,
+def load_causal_lm(ref: str | ModelRef, dtype: str = "auto", trust_remote_code: bool = False,
                    allow_pickle: bool = False, device: str | torch.device | None = None):
     """A causal LM from a reference; BERT-like encoders load as decoders (``is_decoder=True``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_transformers()
-    info = ref if isinstance(ref, dict) else resolve_model_ref(ref)
-    path = info["path"]
-    if info["local"]:
+    info = resolve_model_ref(ref)
+    path = info.path
+    if info.local:
         _check_weights(Path(path), allow_pickle)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -127,15 +148,15 @@ def load_causal_lm(ref: str | dict, dtype: str = "auto", trust_remote_code: bool
         # load of the base is the same model (the ensemble checks a fingerprint of its weights).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model, info = AutoModelForCausalLM.from_pretrained(
+            model, loading = AutoModelForCausalLM.from_pretrained(
                 path, config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
                 use_safetensors=None if allow_pickle else True, output_loading_info=True, **kwargs)
-        _identity_head_transform(model, info.get("missing_keys", []))
+        _identity_head_transform(model, loading.get("missing_keys", []))
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        hint = None if info["local"] else "no model hub is reachable: pass a local model directory"
+        hint = None if info.local else "no model hub is reachable: pass a local model directory"
         raise ModelError(f"could not load the model: {type(exc).__name__}: {first}", file=path, hint=hint) from None
     model.eval()
     if device is not None:
@@ -217,3 +238,11 @@ def base_fingerprint(model) -> str:
     for p in (weights[1], weights[-1]) if len(weights) > 1 else weights:
         h.update(p.detach().to(torch.float32).cpu().numpy().tobytes()[: 1 << 20])
     return h.hexdigest()[:16]
+
+
+def stop_token_id(tokenizer) -> int:
+    """The token that ends an answer (EOS, or SEP for BERT-like tokenizers)."""
+    for tid in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)):
+        if tid is not None:
+            return tid
+    raise DataError("the tokenizer has neither an EOS nor a SEP token to end answers")

@@ -18,6 +18,7 @@ ensemble is as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import fcntl
@@ -26,27 +27,24 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from see.config import ModelConfig, PromptConfig, RoutingConfig
 from see.errors import StoreError
+from see.faults import fault_point
+from see.prompt import Indicator
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STAGING = ".staging"
 LOCK = ".lock"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def fault_point(name: str) -> None:
-    """Pause here when ``SEE_FAULT_POINT`` names this point, so crash tests can SIGKILL us exactly here."""
-    if os.environ.get("SEE_FAULT_POINT") == name:
-        print(f"SEE_FAULT_POINT {name} reached", file=sys.stderr, flush=True)
-        time.sleep(float(os.environ.get("SEE_FAULT_SLEEP", "300")))
 
 
 def validate_name(name: str, where: str | None = None) -> str:
@@ -136,12 +134,40 @@ class ExpertRecord:
 
 
 @dataclass
+class BaseRecord:
+    """The base model an ensemble was built on."""
+
+    #: A named base ("embedded", "minilm") or an absolute local path (see ``ModelRef.stored``).
+    ref: str
+    #: ``see.modeling.base_fingerprint``: catches a base replaced under the ensemble.
+    fingerprint: str = ""
+    model_type: str = ""
+    vocab_size: int = 0
+
+
+def _section(cls, raw: Any, where: str, key: str):
+    """A manifest section as its config dataclass; wrong keys or types name the field."""
+    if not isinstance(raw, dict):
+        raise StoreError(f"corrupted manifest: must be an object, got {type(raw).__name__}", file=where, field=key)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw))
+    except OmegaConfBaseException as exc:
+        bad = getattr(exc, "full_key", None) or ""
+        raise StoreError(f"corrupted manifest: {str(exc).splitlines()[0]}", file=where,
+                         field=f"{key}.{bad}" if bad else key) from None
+
+
+@dataclass
 class Manifest:
-    base: dict
-    fallback: dict | None
-    settings: dict
-    tokenizer: str = "tokenizer"
-    indicator: dict = field(default_factory=dict)
+    """The one source of truth of an ensemble, typed; its JSON layout is ``to_json``'s."""
+
+    base: BaseRecord
+    #: The fallback model's stored reference; None: the base with adapters off.
+    fallback: str | None
+    model: ModelConfig
+    prompt: PromptConfig
+    routing: RoutingConfig
+    indicator: Indicator
     experts: list[ExpertRecord] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=now)
@@ -149,8 +175,11 @@ class Manifest:
 
     def to_json(self) -> dict:
         return {"format_version": self.format_version, "see_version": self.see_version, "created": self.created,
-                "base": self.base, "fallback": self.fallback, "tokenizer": self.tokenizer,
-                "indicator": self.indicator, "settings": self.settings,
+                "base": dataclasses.asdict(self.base),
+                "fallback": {"ref": self.fallback} if self.fallback else None, "tokenizer": "tokenizer",
+                "indicator": dataclasses.asdict(self.indicator),
+                "settings": {"model": dataclasses.asdict(self.model), "prompt": dataclasses.asdict(self.prompt),
+                             "routing": dataclasses.asdict(self.routing)},
                 "experts": [e.to_json() for e in self.experts]}
 
     @classmethod
@@ -163,7 +192,7 @@ class Manifest:
         if version > FORMAT_VERSION:
             raise StoreError(f"manifest format {version} is newer than this see supports ({FORMAT_VERSION})",
                              file=where, field="format_version", hint="upgrade see: pip install -U see")
-        for key in ("base", "settings", "experts"):
+        for key in ("base", "settings", "experts", "indicator"):
             if key not in d:
                 raise StoreError("corrupted manifest: missing key", file=where, field=key)
         if not isinstance(d["experts"], list):
@@ -174,9 +203,26 @@ class Manifest:
             raise StoreError("corrupted manifest: duplicate expert names", file=where, field="experts")
         if d.get("tokenizer", "tokenizer") != "tokenizer":
             raise StoreError("tokenizer must be the ensemble's 'tokenizer' folder", file=where, field="tokenizer")
-        return cls(base=d["base"], fallback=d.get("fallback"), settings=d["settings"],
-                   tokenizer="tokenizer", indicator=d.get("indicator", {}), experts=experts,
-                   format_version=version, created=d.get("created", ""), see_version=d.get("see_version", ""))
+        settings = d["settings"]
+        if not isinstance(settings, dict):
+            raise StoreError("corrupted manifest: must be an object", file=where, field="settings")
+        fallback = d.get("fallback")
+        if fallback is not None and not (isinstance(fallback, dict) and isinstance(fallback.get("ref"), str)):
+            raise StoreError("corrupted manifest: must be null or {\"ref\": ...}", file=where, field="fallback")
+        try:
+            base = BaseRecord(**d["base"])
+            indicator = Indicator(**d["indicator"])
+        except TypeError as exc:
+            raise StoreError(f"corrupted manifest: {exc}", file=where,
+                             field="base" if "BaseRecord" in str(exc) else "indicator") from None
+        if not isinstance(base.ref, str) or not all(isinstance(i, int) for i in (indicator.pos_id, indicator.neg_id)):
+            raise StoreError("corrupted manifest: wrong types", file=where, field="base.ref / indicator")
+        return cls(base=base, fallback=fallback["ref"] if fallback else None,
+                   model=_section(ModelConfig, settings.get("model", {}), where, "settings.model"),
+                   prompt=_section(PromptConfig, settings.get("prompt", {}), where, "settings.prompt"),
+                   routing=_section(RoutingConfig, settings.get("routing", {}), where, "settings.routing"),
+                   indicator=indicator, experts=experts, format_version=version, created=d.get("created", ""),
+                   see_version=d.get("see_version", ""))
 
     def expert(self, name: str) -> ExpertRecord | None:
         return next((e for e in self.experts if e.name == name), None)
@@ -196,9 +242,6 @@ class EnsembleStore:
     @property
     def tokenizer_dir(self) -> Path:
         return self.root / "tokenizer"
-
-    def expert_dir(self, name: str) -> Path:
-        return self.root / "experts" / validate_name(name)
 
     # -- reading
     def exists(self) -> bool:
@@ -263,20 +306,6 @@ class EnsembleStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def new_staging(self, name: str) -> Path:
-        staging = self.root / STAGING
-        staging.mkdir(exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
-
-    def staging_for_resume(self, name: str) -> Path | None:
-        """The newest staged folder of ``name`` holding a checkpoint (a killed run to resume)."""
-        staging = self.root / STAGING
-        if not staging.is_dir():
-            return None
-        found = sorted((p for p in staging.glob(f"{name}-*") if (p / "checkpoint").is_dir()),
-                       key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
-
     def clean_orphans(self, manifest: Manifest, keep: Path | None = None) -> list[Path]:
         """Remove expert folders the manifest does not list and stale staging folders.
 
@@ -312,15 +341,36 @@ class EnsembleStore:
         os.rename(staged, target)
         _fsync_dir(target.parent)
         fault_point("after-rename")
-        updated = Manifest(**{**manifest.__dict__, "experts": [*manifest.experts, record]})
+        updated = dataclasses.replace(manifest, experts=[*manifest.experts, record])
         self.write(updated)
         return updated
+
+    def subset(self, n: int, dest: Path) -> Path:
+        """A copy of this ensemble holding only its first ``n`` experts (the ensemble as it was then)."""
+        if dest.exists():
+            shutil.rmtree(dest)
+        manifest = self.read()
+        dest.mkdir(parents=True)
+        shutil.copytree(self.tokenizer_dir, dest / "tokenizer")
+        for rec in manifest.experts[:n]:
+            shutil.copytree(self.root / rec.path, dest / rec.path)
+        EnsembleStore(dest).write(dataclasses.replace(manifest, experts=manifest.experts[:n]))
+        return dest
 
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_queries(path: Path) -> list[tuple[str | None, str]]:
+    """(instruction, input) pairs of a rehearsal file."""
+    return [(r.get("instruction"), r["input"]) for r in read_jsonl(path)]
+
+
+def write_queries(path: Path, queries) -> None:
+    write_jsonl(path, [{"instruction": i, "input": x} for i, x in queries])
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from see.cli import main as see_main
-from see.config import load_bench_config
+from see.bench.config import load_bench_config
 from see.errors import ConfigError
 
 

@@ -61,3 +61,22 @@ def test_valid_keys_lists_every_leaf():
     assert "lora.r" in keys and "routing.threshold" in keys and "model.base" in keys
     assert all("." in k for k in keys)
     assert OmegaConf.select(load_config(), "prompt.template")
+
+
+def test_readme_config_table_is_the_schema():
+    """The README's table is generated from the schema's field docs (python -m see.config)."""
+    from pathlib import Path
+
+    from see.config import config_table, schema_fields
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- config-table")
+    block = readme[readme.index("\n", start) + 1: readme.index("<!-- /config-table -->")].strip()
+    assert block == config_table()
+    assert all(f.metadata.get("help") for _, f in schema_fields()), "every config field documents itself"
+
+
+@pytest.mark.parametrize("override", ["train.lr=.inf", "train.lr=.nan", "lora.dropout=.nan"])
+def test_non_finite_numbers_are_rejected(override):
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(None, [override])

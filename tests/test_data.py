@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from see.data import detect_format, format_prompt, load_queries, load_task
+from see.data import detect_format, load_queries, load_task
+from see.prompt import format_prompt
 from see.errors import DataError
 from conftest import SHARED_DATA
 

@@ -8,7 +8,8 @@ import torch
 
 from conftest import TINY_TRAIN, tree_hash
 from see.embedded.families import FAMILIES, general_negatives, make_task
-from see.ensemble import Ensemble, add_expert, init_ensemble
+from see.ensemble import Ensemble
+from see.lifecycle import add_expert, init_ensemble
 from see.errors import DataError, StoreError
 from see.store import EnsembleStore
 
@@ -56,16 +57,16 @@ def test_store_layout_and_manifest(two_experts):
 
 
 def test_each_expert_accepts_its_own_task_and_rejects_the_other(ens):
-    from see.routing.decode import first_token_scores
+    from see.routing.rule import active_adapter_scores
 
     for expert, own, other in (("sentiment", "sentiment", "topic"), ("topic", "topic", "sentiment")):
         ens.model.set_adapter(expert)
         own_q, _ = _queries(own)
         other_q, _ = _queries(other)
-        _, acc_own = first_token_scores(ens.model, ens.tokenizer, [ens.prompt_for(q) for q in own_q],
-                                        ens.pos_id, ens.neg_id)
-        _, acc_other = first_token_scores(ens.model, ens.tokenizer, [ens.prompt_for(q) for q in other_q],
-                                          ens.pos_id, ens.neg_id)
+        _, acc_own = active_adapter_scores(ens.model, ens.prompt, [ens.prompt_for(q) for q in own_q],
+                                           ens.indicator.pos_id)
+        _, acc_other = active_adapter_scores(ens.model, ens.prompt, [ens.prompt_for(q) for q in other_q],
+                                             ens.indicator.pos_id)
         assert sum(acc_own) >= 0.9 * len(acc_own), (expert, acc_own)
         assert sum(acc_other) <= 0.1 * len(acc_other), (expert, acc_other)
 
@@ -132,7 +133,7 @@ def test_adapters_reload_with_peft(two_experts, tiny_llama, ens):
             ours = ens.model(input_ids=ids).logits[0, -1]
             theirs = model(input_ids=ids).logits[0, -1]
         assert torch.allclose(ours, theirs, atol=1e-5)
-        assert int(theirs.argmax()) == ens.pos_id
+        assert int(theirs.argmax()) == ens.indicator.pos_id
 
 
 def test_queries_as_dicts_and_chat_messages(ens):
@@ -177,7 +178,7 @@ def test_failed_add_expert_leaves_the_ensemble_unchanged(two_experts, monkeypatc
     assert tree_hash(two_experts) == before
 
     # a failure in the middle of training: the manifest and experts stay as they were, no staging is left
-    import see.experts.training as training
+    import see.lifecycle as training
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash during training")
@@ -200,7 +201,7 @@ def test_named_fallback_model_answers_what_every_expert_rejects(two_experts, tin
     shutil.copytree(two_experts, path)
     store = EnsembleStore(path)
     m = store.read()
-    m.fallback = {"ref": str(other)}
+    m.fallback = str(other)
     store.write(m)
     ens = Ensemble.load(path)
     assert ens.fallback.separate and ens.fallback.name == str(other)
@@ -208,7 +209,7 @@ def test_named_fallback_model_answers_what_every_expert_rejects(two_experts, tin
     results = ens.generate(unrelated[:3], max_new_tokens=4)
     assert all(r.expert is None for r in results)
     # the answers are the fallback model's own greedy continuation of the plain prompt
-    from see.routing.decode import SamplingParams
+    from see.engine.decode import SamplingParams
 
     direct = ens.fallback.answer([ens.prompt_for(q) for q in unrelated[:3]], SamplingParams(max_new_tokens=4))
     assert [r.answer for r in results] == [d.text for d in direct]
@@ -217,7 +218,7 @@ def test_named_fallback_model_answers_what_every_expert_rejects(two_experts, tin
 def test_init_with_a_fallback_model(tiny_llama, tiny_models, tmp_path):
     manifest = init_ensemble(tmp_path / "e", base=str(tiny_llama), fallback=str(tiny_models("gpt2")),
                              log=lambda m: None)
-    assert manifest.fallback == {"ref": str(tiny_models("gpt2"))}
+    assert manifest.fallback == str(tiny_models("gpt2"))
     with pytest.raises(Exception, match="does not exist"):
         init_ensemble(tmp_path / "f", base=str(tiny_llama), fallback=str(tmp_path / "missing"), log=lambda m: None)
 

@@ -1,5 +1,6 @@
 from see.data import Example, Task
 from see.experts.reconstruction import RehearsalBuffer, count_by_origin, reconstruct_task
+from see.store import read_queries, write_queries
 
 
 def _task(name, n, instruction="Do."):
@@ -56,6 +57,6 @@ def test_reconstruction_is_seeded():
 def test_rehearsal_buffer_sample_and_roundtrip(tmp_path):
     queries = RehearsalBuffer.sample_task(_task("t", 250), 100, seed=0)
     assert len(queries) == 100 and len(set(queries)) == 100
-    RehearsalBuffer.save_queries(tmp_path / "r.jsonl", queries)
-    assert RehearsalBuffer.load_queries(tmp_path / "r.jsonl") == queries
+    write_queries(tmp_path / "r.jsonl", queries)
+    assert read_queries(tmp_path / "r.jsonl") == queries
     assert len(RehearsalBuffer.sample_task(_task("t", 5), 100, seed=0)) == 5

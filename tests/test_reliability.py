@@ -26,7 +26,7 @@ GOOD_LINES = [{"input": f"good example {i}", "output": "yes"} for i in range(12)
 @pytest.fixture(scope="module")
 def base_ensemble(tiny_llama, tmp_path_factory):
     """An ensemble with one trained expert, copied afresh for each case that needs one."""
-    from see.ensemble import add_expert, init_ensemble
+    from see.lifecycle import add_expert, init_ensemble
 
     root = tmp_path_factory.mktemp("rel") / "ens"
     init_ensemble(root, base=str(tiny_llama), log=lambda m: None)
@@ -65,7 +65,7 @@ def _edit_manifest(ens: Path, fn) -> None:
 
 
 def _other_base_expert(work: Path, ens: Path, tiny: Path) -> list:
-    from see.ensemble import add_expert, init_ensemble
+    from see.lifecycle import add_expert, init_ensemble
 
     other_base = build_tiny_model(work / "other-base", seed=7)
     other = work / "other-ens"
@@ -80,7 +80,7 @@ def _other_base_expert(work: Path, ens: Path, tiny: Path) -> list:
 
 def _replaced_base(work: Path, ens: Path, tiny: Path) -> list:
     base = build_tiny_model(work / "base-then", seed=0)
-    from see.ensemble import init_ensemble
+    from see.lifecycle import init_ensemble
 
     fresh = work / "fresh-ens"
     init_ensemble(fresh, base=str(base), log=lambda m: None)
@@ -141,7 +141,7 @@ def _api_load_task(work, ens, tiny):
 
 def _api_add_name(work, ens, tiny):
     def call():
-        from see.ensemble import add_expert
+        from see.lifecycle import add_expert
 
         add_expert(ens, "../escape", make_task("topic", 5), progress=False)
     return call
@@ -253,7 +253,7 @@ def test_real_process_exit_code_and_debug_traceback(tmp_path):
 
 def test_overlong_examples_truncate_with_a_warning_by_default(base_ensemble, tmp_path):
     from see.data import load_task
-    from see.ensemble import add_expert
+    from see.lifecycle import add_expert
 
     ens = tmp_path / "ens"
     shutil.copytree(base_ensemble, ens)
@@ -300,7 +300,8 @@ KILL_POINTS = ["step-2", "adapter-saved", "before-rename", "after-rename", "mani
 
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_at_any_point_leaves_the_ensemble_unchanged(point, base_ensemble, tmp_path):
-    from see.ensemble import Ensemble, add_expert
+    from see.ensemble import Ensemble
+    from see.lifecycle import add_expert
     from see.store import EnsembleStore
 
     ens = tmp_path / "ens"
@@ -327,7 +328,7 @@ def test_sigkill_at_any_point_leaves_the_ensemble_unchanged(point, base_ensemble
 
 def test_resume_after_a_kill_reaches_the_same_loss(base_ensemble, tmp_path):
     from see.data import load_task
-    from see.ensemble import add_expert
+    from see.lifecycle import add_expert
 
     data = family_jsonl(tmp_path / "t.jsonl", "topic", 60)
     train = ["train.max_steps=16", "train.batch_size=8", "lora.r=4", "train.checkpoint_every=4", "train.seed=3"]

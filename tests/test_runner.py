@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from see.modeling import add_indicator_tokens, fit_embeddings, load_causal_lm, load_tokenizer
-from see.routing.runner import Runner, _equal_blocks
+from see.engine.multilora import MultiLoraModel as Runner, _equal_blocks
 
 ARCHS = ["llama", "llama-untied", "qwen2", "gpt2"]
 

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import TINY_TRAIN, run_see
 from see.embedded.families import general_negatives, make_task
-from see.ensemble import Ensemble, add_expert, init_ensemble
+from see.ensemble import Ensemble
+from see.lifecycle import add_expert, init_ensemble
 from see.routing.calibration import choose_threshold
 
 TRAIN = TINY_TRAIN + ["train.epochs=8"]
@@ -32,7 +33,7 @@ def alora_ensemble(tiny_llama, tmp_path_factory):
 def test_alora_experts_route_and_answer(alora_ensemble):
     ens = Ensemble.load(alora_ensemble)
     cfg = ens.model.peft_config["topic"]
-    assert cfg.alora_invocation_tokens and ens.runner.invocation_length == len(cfg.alora_invocation_tokens)
+    assert cfg.alora_invocation_tokens and ens.multilora.invocation_length == len(cfg.alora_invocation_tokens)
     qs = _queries("sentiment") + _queries("topic")
     seq = ens.generate(qs, max_new_tokens=4, mode="sequential")
     bat = ens.generate(qs, max_new_tokens=4, mode="batched")
@@ -46,16 +47,16 @@ def test_alora_experts_route_and_answer(alora_ensemble):
 def test_alora_batched_routing_is_one_base_prefill_plus_one_short_forward(alora_ensemble):
     ens = Ensemble.load(alora_ensemble)
     shapes = []
-    forward = ens.runner.base.forward
+    forward = ens.multilora.base.forward
 
     def spy(*args, **kwargs):
         shapes.append((tuple(kwargs["input_ids"].shape), kwargs.get("cache") is not None))
         return forward(*args, **kwargs)
 
-    ens.runner.base.forward = spy
+    ens.multilora.base.forward = spy
     qs = _queries("topic", 5)
     ens.route(qs)
-    k = ens.runner.invocation_length
+    k = ens.multilora.invocation_length
     # 1) the 5 queries' prefix, base only; 2) the invocation tokens for 2 experts x 5 queries, over that cache
     assert len(shapes) == 2
     (rows0, width0), cached0 = shapes[0]
@@ -74,7 +75,7 @@ def test_micro_batching_by_rows_gives_identical_results(alora_ensemble, tmp_path
         shutil.copytree(kind_path, small)
         store = EnsembleStore(small)
         m = store.read()
-        m.settings["routing"]["max_rows_per_forward"] = 3
+        m.routing.max_rows_per_forward = 3
         store.write(m)
         qs = _queries("sentiment", 5) + _queries("capital", 3)
         a = Ensemble.load(kind_path).generate(qs, max_new_tokens=3)
@@ -98,7 +99,7 @@ def test_lora_micro_batching_and_groups(tiny_llama, tmp_path):
     for rows in (1, 2, 5):
         store = EnsembleStore(path)
         m = store.read()
-        m.settings["routing"]["max_rows_per_forward"] = rows
+        m.routing.max_rows_per_forward = rows
         store.write(m)
         got = Ensemble.load(path).generate(qs, max_new_tokens=3, mode="batched")
         assert [(r.answer, r.expert) for r in got] == [(r.answer, r.expert) for r in want], rows

@@ -6,7 +6,8 @@ from see.config import load_config
 from see.embedded.families import make_task
 from see.experts.reconstruction import reconstruct_task
 from see.experts.training import IGNORE, encode_example, lora_config, train_expert
-from see.modeling import add_indicator_tokens, fit_embeddings, load_causal_lm, load_tokenizer
+from see.modeling import add_indicator_tokens, fit_embeddings, load_causal_lm, load_tokenizer, model_context
+from see.prompt import Indicator, PromptFormat
 
 TEMPLATE = "{instruction}\n{input}\nAnswer:"
 ARCHS = ["llama", "llama-untied", "qwen2", "gpt2"]
@@ -20,11 +21,16 @@ def _setup(model_dir):
     return model, tok, pos, neg
 
 
+def _prompt(model, tok, pos, neg):
+    return PromptFormat(tok, TEMPLATE, model_context(model)), Indicator("<<pos>>", "<<neg>>", pos, neg)
+
+
 def test_encode_masks_the_prompt_and_ends_answers(tiny_llama):
-    _, tok, pos, neg = _setup(tiny_llama)
+    model, tok, pos, neg = _setup(tiny_llama)
+    prompt, indicator = _prompt(model, tok, pos, neg)
     task = make_task("sentiment", 4)
     [ex] = [e for e in reconstruct_task(task, None)][:1]
-    enc, cut = encode_example(tok, ex, TEMPLATE, pos, neg, 256)
+    enc, cut = encode_example(prompt, ex, indicator, 256)
     target = [t for t in enc.labels if t != IGNORE]
     assert not cut
     assert target[0] == pos and target[-1] == tok.eos_token_id
@@ -32,20 +38,21 @@ def test_encode_masks_the_prompt_and_ends_answers(tiny_llama):
     assert enc.input_ids[-len(target):] == target
     # a negative's target is the single <<neg>> token
     neg_ex = type(ex)(ex.instruction, ex.input, "neg", None, "general")
-    enc, _ = encode_example(tok, neg_ex, TEMPLATE, pos, neg, 256)
+    enc, _ = encode_example(prompt, neg_ex, indicator, 256)
     assert [t for t in enc.labels if t != IGNORE] == [neg]
 
 
 def test_overlong_examples_truncate_or_reject(tiny_llama):
     from see.errors import DataError
 
-    _, tok, pos, neg = _setup(tiny_llama)
+    model, tok, pos, neg = _setup(tiny_llama)
+    prompt, indicator = _prompt(model, tok, pos, neg)
     ex = reconstruct_task(make_task("sentiment", 1), None)[0]
     long_ex = type(ex)(ex.instruction, " ".join(["word"] * 200), "pos", "positive", "t")
-    enc, cut = encode_example(tok, long_ex, TEMPLATE, pos, neg, 64)
+    enc, cut = encode_example(prompt, long_ex, indicator, 64)
     assert cut and len(enc.input_ids) == 64 and enc.input_ids[0] == tok.bos_token_id
     with pytest.raises(DataError, match="longer than train.max_length"):
-        encode_example(tok, long_ex, TEMPLATE, pos, neg, 64, overlength="reject")
+        encode_example(prompt, long_ex, indicator, 64, overlength="reject")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,8 +65,8 @@ def test_only_lora_and_indicator_rows_train(tiny_models, arch):
                              "lora.dropout=0.0", "train.warmup_ratio=0.0"])
     examples = reconstruct_task(make_task("sentiment", 64), None,
                                 [(None, f"unrelated {i}") for i in range(40)], general_negative_ratio=0.3)
-    peft_model, result = train_expert(model, tok, examples, template=TEMPLATE, pos_id=pos, neg_id=neg,
-                                      lora=cfg.lora, train=cfg.train, progress=False)
+    peft_model, result = train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train,
+                                      progress=False)
     # base weights: the very same tensors, bit-identical
     for name, (param, before) in params_before.items():
         assert torch.equal(param.detach(), before), f"base weight {name} changed"
@@ -90,7 +97,7 @@ def test_training_is_seeded(tiny_llama):
     losses = []
     for _ in range(2):
         model, tok, pos, neg = _setup(tiny_llama)
-        _, result = train_expert(model, tok, examples, template=TEMPLATE, pos_id=pos, neg_id=neg, lora=cfg.lora,
-                                 train=cfg.train, progress=False)
+        _, result = train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train,
+                                 progress=False)
         losses.append(result.losses)
     assert losses[0] == losses[1]

@@ -15,9 +15,15 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from see.data import format_prompt
+from see.engine.decode import SamplingParams, generate, pad_left, prefill
+from see.engine.multilora import BASE, MultiLoraModel
+from see.ensemble import Ensemble
 from see.experts.reconstruction import TrainingExample
-from see.routing.decode import SamplingParams, decode, encode_prompts, pad_left, prefill, prompt_limit
+from see.experts.training import encode_examples, train_lora
+from see.lifecycle import add_expert, calibrate, init_ensemble
+from see.modeling import load_causal_lm, load_tokenizer, model_context, resolve_model_ref
+from see.prompt import PromptFormat, format_prompt
+from see.store import EnsembleStore
 
 
 @dataclass
@@ -50,19 +56,19 @@ class Context:
         self.log = log
         self.template = cfg.prompt.template
         self.train_cfg = OmegaConf.merge(cfg.train, {"seed": seed})
-        self._tokenizer = None
+        self._prompt: PromptFormat | None = None
 
     @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from see.modeling import load_tokenizer
+    def prompt(self) -> PromptFormat:
+        """The stream's prompt on the base (every method encodes exactly as SEE's experts do)."""
+        if self._prompt is None:
+            from transformers import AutoConfig
 
-            self._tokenizer = load_tokenizer(self.cfg.base)
-        return self._tokenizer
+            config = AutoConfig.from_pretrained(resolve_model_ref(self.cfg.base).path)
+            self._prompt = PromptFormat(load_tokenizer(self.cfg.base), self.template, model_context(config))
+        return self._prompt
 
     def base_model(self):
-        from see.modeling import load_causal_lm
-
         return load_causal_lm(self.cfg.base, "float32")
 
     def examples(self, task, kind: str = "answer") -> list[TrainingExample]:
@@ -70,41 +76,21 @@ class Context:
 
     def train_plain(self, examples: list[TrainingExample], peft_model=None):
         """Plain LoRA fine-tuning on (prompt, answer) pairs: the baselines' training."""
-        from see.experts.training import train_expert
-
         model = peft_model if peft_model is not None else self.base_model()
-        tok = self.tokenizer
-        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-        pm, result = train_expert(model, tok, examples, template=self.template, pos_id=eos, neg_id=eos,
-                                  lora=self.cfg.lora, train=self.train_cfg, token_ids=[], peft_model=peft_model,
-                                  progress=False, log=self.log)
-        return pm, result
+        encoded, _ = encode_examples(model, self.prompt, examples, None, self.train_cfg)
+        return train_lora(model, self.prompt, encoded, lora=self.cfg.lora, train=self.train_cfg,
+                          peft_model=peft_model, progress=False, log=self.log)
 
     def prompts(self, queries: Sequence[tuple[str | None, str]]) -> list[str]:
         return [format_prompt(x, instr, self.template) for instr, x in queries]
 
 
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], template: str, max_new_tokens: int, batch_size: int,
-             names: list[str] | None = None) -> list[str]:
-    """Greedy answers; ``names`` picks each row's adapter when ``model`` is a Runner."""
-    from see.experts.training import stop_token_id
-
-    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, max_new_tokens))
-    out: list[str] = []
-    for i in range(0, len(enc), batch_size):
-        ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id)
-        extra = {"adapter_names": names[i:i + batch_size]} if names is not None else {}
-        logits, cache, last = prefill(model, ids, mask, **extra)
-        decoded = decode(model, tokenizer, cache, mask, last, None, logits, SamplingParams(max_new_tokens),
-                         stop_token_id(tokenizer), extra_fn=lambda step, kw=extra: kw)
-        out += [d.text for d in decoded]
-    return out
-
-
 class Method:
     name = "?"
+    #: Whether the method chooses an expert per query (routing and OOD metrics apply).
     routes = False
+    #: Whether a benchmark runs it when the config names no methods.
+    default = True
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -118,12 +104,23 @@ class Method:
         raise NotImplementedError
 
     def _gen(self, model, prompts, names=None) -> list[str]:
+        """Greedy answers; ``names`` picks each row's adapter on a MultiLoraModel."""
         b = self.ctx.cfg.budget
-        return generate(model, self.ctx.tokenizer, prompts, self.ctx.template, int(b.max_new_tokens),
-                        int(b.eval_batch_size), names)
+        params = SamplingParams(int(b.max_new_tokens))
+        encoded = self.ctx.prompt.encode_all(prompts, params.max_new_tokens)
+        return [d.text for d in generate(model, self.ctx.prompt, encoded, params, batch_size=int(b.eval_batch_size),
+                                         adapter_names=names)]
 
 
-class BaseModel(Method):
+class SingleModelMethod(Method):
+    """A method that answers every query with its one model as it stands after task i."""
+
+    def answer(self, i, task_index, queries):
+        self.prepare(i)
+        return [Answer(t) for t in self._gen(self.model, self.ctx.prompts(queries))]
+
+
+class BaseModel(SingleModelMethod):
     """The base alone (zero-shot): the FWT reference."""
 
     name = "base"
@@ -132,12 +129,8 @@ class BaseModel(Method):
         if not hasattr(self, "model"):
             self.model = self.ctx.base_model()
 
-    def answer(self, i, task_index, queries):
-        self.prepare(i)
-        return [Answer(t) for t in self._gen(self.model, self.ctx.prompts(queries))]
 
-
-class SequentialLora(Method):
+class SequentialLora(SingleModelMethod):
     """One LoRA trained on the tasks in order (the forgetting baseline); replay mixes in a buffer."""
 
     name = "seq-lora"
@@ -173,17 +166,13 @@ class SequentialLora(Method):
         self.model.eval()
         self._at = i
 
-    def answer(self, i, task_index, queries):
-        self.prepare(i)
-        return [Answer(t) for t in self._gen(self.model, self.ctx.prompts(queries))]
-
 
 class ReplayLora(SequentialLora):
     name = "replay-lora"
     replay = True
 
 
-class MultiTaskLora(Method):
+class MultiTaskLora(SingleModelMethod):
     """One LoRA on all tasks jointly (the usual upper bound): only the last row of R exists."""
 
     name = "mtl-lora"
@@ -203,10 +192,6 @@ class MultiTaskLora(Method):
             self.model.save_pretrained(path)
         self.model.eval()
 
-    def answer(self, i, task_index, queries):
-        self.prepare(i)
-        return [Answer(t) for t in self._gen(self.model, self.ctx.prompts(queries))]
-
 
 class PerTaskAdapters(Method):
     """One LoRA per task (shared by oracle, kNN router and Arrow: trained once per seed)."""
@@ -221,20 +206,18 @@ class PerTaskAdapters(Method):
             model.save_pretrained(path)
         return path
 
-    def runner(self, i: int):
-        """A Runner over adapters t0..ti on one base (rows pick their adapter, "__base__" for none)."""
+    def multilora(self, i: int) -> MultiLoraModel:
+        """Adapters t0..ti on one base (rows pick their adapter, BASE for none)."""
         from peft import PeftModel
 
-        from see.routing.runner import Runner
-
-        if getattr(self, "_runner_at", None) == i:
-            return self._runner
+        if getattr(self, "_multilora_at", None) == i:
+            return self._multilora
         model = PeftModel.from_pretrained(self.ctx.base_model(), self.adapter_path(0), adapter_name="t0")
         for j in range(1, i + 1):
             model.load_adapter(self.adapter_path(j), adapter_name=f"t{j}")
         model.eval()
-        self._runner, self._runner_at = Runner(model), i
-        return self._runner
+        self._multilora, self._multilora_at = MultiLoraModel(model), i
+        return self._multilora
 
 
 class Oracle(PerTaskAdapters):
@@ -243,11 +226,11 @@ class Oracle(PerTaskAdapters):
     name = "oracle"
 
     def prepare(self, i):
-        self.runner(i)
+        self.multilora(i)
 
     def answer(self, i, task_index, queries):
-        name = f"t{task_index}" if task_index is not None and task_index <= i else "__base__"
-        texts = self._gen(self.runner(i), self.ctx.prompts(queries), [name] * len(queries))
+        name = f"t{task_index}" if task_index is not None and task_index <= i else BASE
+        texts = self._gen(self.multilora(i), self.ctx.prompts(queries), [name] * len(queries))
         return [Answer(t) for t in texts]
 
 
@@ -274,7 +257,7 @@ class KnnRouter(PerTaskAdapters):
             except ImportError:
                 if kind == "minilm":
                     raise
-        model, tok = self.ctx.base_model(), self.ctx.tokenizer
+        model, tok = self.ctx.base_model(), self.ctx.prompt.tokenizer
 
         @torch.no_grad()
         def embed(texts):
@@ -296,7 +279,7 @@ class KnnRouter(PerTaskAdapters):
         import faiss
         import numpy as np
 
-        self.runner(i)
+        self.multilora(i)
         if getattr(self, "_index_at", None) == i:
             return
         size = int(self.ctx.cfg.reconstruction.rehearsal_size)
@@ -327,12 +310,12 @@ class KnnRouter(PerTaskAdapters):
             task = max(votes, key=votes.get)
             scores.append(-dist)
             if dist > self.threshold:
-                names.append("__base__")
+                names.append(BASE)
                 chosen.append(None)
             else:
                 names.append(f"t{task}")
                 chosen.append(self.ctx.tasks[task].name)
-        texts = self._gen(self.runner(i), prompts, names)
+        texts = self._gen(self.multilora(i), prompts, names)
         return [Answer(t, c, s) for t, c, s in zip(texts, chosen, scores)]
 
 
@@ -358,8 +341,8 @@ class Arrow(PerTaskAdapters):
     @torch.no_grad()
     def _route_weights(self, prompts: list[str]):
         """Per query, Arrow's mixing weights averaged over its prompt tokens and every routed layer."""
-        tok = self.ctx.tokenizer
-        enc = encode_prompts(tok, prompts, self.ctx.template, prompt_limit(self.model, 1))
+        tok = self.ctx.prompt.tokenizer
+        enc = self.ctx.prompt.encode_all(prompts, 1)
         totals = []
         state = {}
 
@@ -415,9 +398,6 @@ class See(Method):
         return str(path)
 
     def _grow(self, i: int) -> None:
-        from see.ensemble import add_expert, init_ensemble
-        from see.store import EnsembleStore
-
         store = EnsembleStore(self.ensemble)
         if not store.exists():
             init_ensemble(self.ensemble, base=self.ctx.cfg.base, overrides=section_overrides(self.ctx.cfg, ("prompt",)),
@@ -434,16 +414,11 @@ class See(Method):
             names.append(task.name)
 
     def prepare(self, i):
-        from see.bench.serving import subset
-        from see.ensemble import Ensemble
-
         if getattr(self, "_at", None) == i:
             return
         self._grow(i)
-        view = subset(self.ensemble, i + 1, self.dir / f"after{i}")
+        view = EnsembleStore(self.ensemble).subset(i + 1, self.dir / f"after{i}")
         if self.calibrated:
-            from see.routing.calibration import calibrate
-
             calibrate(view, float(self.target_frr), log=lambda m: None)
         self.ens = Ensemble.load(view)
         self._at = i
@@ -464,6 +439,7 @@ class SeeCalibrated(See):
 
     name = "see-calibrated"
     calibrated = True
+    default = False
     target_frr = 0.05
 
     @property
@@ -471,5 +447,8 @@ class SeeCalibrated(See):
         return self.ctx.work / "see" / "ensemble"  # the same experts as "see"
 
 
+#: The one registry of benchmark methods; every other method list derives from it.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SequentialLora, ReplayLora, MultiTaskLora, Oracle, KnnRouter,
                                                        Arrow, See, SeeCalibrated)}
+DEFAULT_METHODS = tuple(n for n, m in METHODS.items() if m.default)
+ROUTING_METHODS = frozenset(n for n, m in METHODS.items() if m.routes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from see.bench.methods import ROUTING_METHODS
 from see.metrics import (auroc, average_performance, backward_transfer, fallback_rate, forgetting, forward_transfer,
                          mean_and_spread, routing_accuracy, routing_confusion)
 
@@ -34,8 +35,6 @@ def _matrix(cells, method: str, seed: int, T: int) -> list[list[float | None]]:
 
 
 def aggregate(cfg: Any, cells, notes: list[str]) -> dict:
-    from see.bench.runner import ROUTING_METHODS
-
     T = len(cfg.stream)
     names = [t.name for t in cfg.stream]
     out: dict = {"name": cfg.name, "base": cfg.base, "tasks": names, "seeds": list(cfg.seeds),

@@ -13,11 +13,11 @@ from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
-from see.bench.methods import METHODS, Answer, BaseModel, Context
+from see.bench.methods import METHODS, ROUTING_METHODS, Answer, BaseModel, Context
+from see.bench.report import aggregate, write_report
 from see.bench.tasks import query_task, stream_task
-from see.metrics import SCORERS
-
-ROUTING_METHODS = ("knn-router", "arrow", "see", "see-calibrated")
+from see.errors import ConfigError
+from see.metrics import score_answers
 
 
 class Cells:
@@ -42,8 +42,7 @@ class Cells:
 
 
 def _cell_value(answers: list[Answer], task, metric: str) -> dict:
-    score_fn = SCORERS[metric]
-    scores = [score_fn(a.text, ex.outputs) for a, ex in zip(answers, task.examples)]
+    scores = score_answers([a.text for a in answers], task.examples, metric)
     return {"score": sum(scores) / len(scores), "n": len(scores), "metric": metric,
             "chosen": [a.chosen for a in answers], "ood_score": [a.score for a in answers],
             "examples": [{"input": ex.input[:200], "answer": a.text[:200], "gold": list(ex.outputs)[:3]}
@@ -113,8 +112,6 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
             log(f"seed {seed}: {name} done in {timings[f'{name}/seed{seed}']:.0f}s")
             del method
     bar.close()
-    from see.bench.report import aggregate, write_report
-
     results = aggregate(cfg, cells, notes)
     results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
                     "versions": versions, "config": OmegaConf.to_container(cfg, resolve=True)})
@@ -129,8 +126,6 @@ _FREE_KEYS = ("methods", "seeds", "output", "notes", "name")
 
 def _check_same_run(cfg: Any, out: Path) -> None:
     """Refuse to resume into a folder whose cells came from a different stream, base or budget."""
-    from see.errors import ConfigError
-
     previous = out / "config.yaml"
     if not previous.is_file() or not (out / "cells").is_dir():
         return

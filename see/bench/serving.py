@@ -25,6 +25,10 @@ from typing import Callable, Sequence
 import torch
 
 from see.embedded.families import FAMILIES, STREAM, make_task
+from see.engine.decode import pad_left
+from see.ensemble import Ensemble
+from see.lifecycle import add_expert, init_ensemble
+from see.store import EnsembleStore
 
 MODES = ("sequential", "batched", "reference")
 
@@ -40,9 +44,6 @@ def expert_name(k: int, family: str) -> str:
 
 def build_ensemble(path: Path, kind: str, n: int, examples: int, overrides: Sequence[str], log) -> Path:
     """An ensemble of ``n`` experts (families cycled), reused when a previous run built it."""
-    from see.ensemble import add_expert, init_ensemble
-    from see.store import EnsembleStore
-
     if not EnsembleStore(path).exists():
         init_ensemble(path, overrides=[f"model.expert_kind={kind}"], log=log)
     have = {e.name for e in EnsembleStore(path).read().experts}
@@ -55,23 +56,6 @@ def build_ensemble(path: Path, kind: str, n: int, examples: int, overrides: Sequ
                    log=lambda m: None)
         log(f"  [{kind}] expert {k + 1}/{n} '{name}' trained in {time.time() - t0:.0f}s")
     return path
-
-
-def subset(full: Path, n: int, dest: Path) -> Path:
-    """A copy of ``full`` holding only its first ``n`` experts."""
-    from see.store import EnsembleStore
-
-    if dest.exists():
-        shutil.rmtree(dest)
-    manifest = EnsembleStore(full).read()
-    keep = manifest.experts[:n]
-    dest.mkdir(parents=True)
-    shutil.copytree(full / "tokenizer", dest / "tokenizer")
-    for rec in keep:
-        shutil.copytree(full / rec.path, dest / rec.path)
-    manifest.experts = keep
-    EnsembleStore(dest).write(manifest)
-    return dest
 
 
 def queries_for(n_experts: int, count: int, seed: int = 0) -> list[dict]:
@@ -88,11 +72,8 @@ def queries_for(n_experts: int, count: int, seed: int = 0) -> list[dict]:
 
 def _reference(ens, prompts: list[str], max_new_tokens: int) -> int:
     """A plain single-adapter ``generate`` (the newest expert), as a PEFT user would serve one LoRA."""
-    from see.routing.decode import encode_prompts, pad_left, prompt_limit
-
     ens.model.set_adapter(ens.experts[-1])
-    ids, mask = pad_left(encode_prompts(ens.tokenizer, prompts, ens.template, prompt_limit(ens.model, max_new_tokens)),
-                         ens.tokenizer.pad_token_id)
+    ids, mask = pad_left(ens.prompt.encode_all(prompts, max_new_tokens), ens.tokenizer.pad_token_id)
     out = ens.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              min_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=ens.tokenizer.pad_token_id, eos_token_id=ens.tokenizer.eos_token_id)
@@ -137,8 +118,7 @@ def rss_probe(path: Path, queries: list[dict], max_new_tokens: int, max_rows: in
     """Peak RSS (bytes) of a fresh process that loads the ensemble and answers a batch.
 
     ``max_rows`` sets ``routing.max_rows_per_forward`` for the probe (the memory bound users set)."""
-    bound = ("" if max_rows is None else
-             f"ens.manifest.settings.setdefault('routing', {{}})['max_rows_per_forward'] = {int(max_rows)}\n")
+    bound = "" if max_rows is None else f"ens.manifest.routing.max_rows_per_forward = {int(max_rows)}\n"
     code = (
         "import json\n"
         "from see.ensemble import Ensemble\n"
@@ -170,8 +150,6 @@ def profile_batched(ens, queries: list[dict], max_new_tokens: int, out: Path) ->
 def accuracy_by_kind(work: Path, kinds: Sequence[str], examples: int, overrides: Sequence[str], test: int,
                      log) -> dict:
     """Expert accuracy of a 4-task stream per expert kind (same budget, same seed)."""
-    from see.ensemble import Ensemble, add_expert, init_ensemble
-
     out = {}
     for kind in kinds:
         path = work / f"accuracy-{kind}"
@@ -207,13 +185,11 @@ def run(out: Path, work: Path, ns: Sequence[int] = (1, 2, 4, 8, 16), kinds: Sequ
                      "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                  "torch": torch.__version__, "threads": torch.get_num_threads()},
                      "cells": []}
-    from see.ensemble import Ensemble
-
     for kind in kinds:
         log(f"building a {max(ns)}-expert {kind} ensemble ...")
         full = build_ensemble(work / f"full-{kind}", kind, max(ns), examples, overrides, log)
         for n in ns:
-            path = subset(full, n, work / f"n{n}-{kind}")
+            path = EnsembleStore(full).subset(n, work / f"n{n}-{kind}")
             ens = Ensemble.load(path)
             qs = queries_for(n, queries)
             for bs in batch_sizes:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from see.data import Task
-from see.store import read_jsonl, write_jsonl
 
 Query = tuple[str | None, str]  # (instruction, input)
 
@@ -49,13 +47,6 @@ class RehearsalBuffer:
     def __len__(self) -> int:
         return sum(len(v) for v in self.per_task.values())
 
-    @staticmethod
-    def save_queries(path: Path, queries: Sequence[Query]) -> None:
-        write_jsonl(path, [{"instruction": i, "input": x} for i, x in queries])
-
-    @staticmethod
-    def load_queries(path: Path) -> list[Query]:
-        return [(r.get("instruction"), r["input"]) for r in read_jsonl(path)]
 
 
 def _allocate(total: int, sizes: dict[str, int], minimum: int) -> dict[str, int]:
@@ -112,3 +103,37 @@ def count_by_origin(examples: Iterable[TrainingExample]) -> dict[str, int]:
     for ex in examples:
         counts[ex.origin] = counts.get(ex.origin, 0) + 1
     return counts
+
+
+def split_heldout(examples: list[TrainingExample], fraction: float, cap: int
+                  ) -> tuple[list[TrainingExample], list[TrainingExample]]:
+    """Hold out a share of positives and of negatives (each capped), keeping the order otherwise."""
+    held_ids: set[int] = set()
+    for kind in ("pos", "neg"):
+        ids = [k for k, ex in enumerate(examples) if ex.kind == kind]
+        n = min(cap, int(round(len(ids) * fraction)))
+        if fraction > 0 and len(ids) >= 4:
+            n = max(1, n)
+        held_ids.update(ids[:n])  # examples are already shuffled by reconstruct_task
+    train = [ex for k, ex in enumerate(examples) if k not in held_ids]
+    held = [ex for k, ex in enumerate(examples) if k in held_ids]
+    return train, held
+
+
+@dataclass
+class Reconstruction:
+    """One expert's data: what it trains on, what it is evaluated on, and where each example came from."""
+
+    train: list[TrainingExample]
+    heldout: list[TrainingExample]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def reconstruct(task: Task, rehearsal: RehearsalBuffer | None, general: Sequence[Query], settings,
+                eval_fraction: float, eval_max: int, seed: int) -> Reconstruction:
+    """:func:`reconstruct_task` with the config's ``reconstruction`` section, then the held-out split."""
+    examples = reconstruct_task(task, rehearsal, general, negative_ratio=settings.negative_ratio,
+                                min_negatives_per_task=settings.min_negatives_per_task,
+                                general_negative_ratio=settings.general_negative_ratio, seed=seed)
+    train, heldout = split_heldout(examples, eval_fraction, eval_max)
+    return Reconstruction(train, heldout, count_by_origin(examples))

@@ -1,9 +1,11 @@
-"""Train one LoRA expert with PEFT, driven by ``accelerate``.
+"""LoRA training with PEFT, driven by ``accelerate``: :func:`train_lora` for any (prompt, target) pairs,
+and :func:`train_expert`, which trains one SEE expert with it.
 
-Only the LoRA weights and the indicator tokens' embedding rows (PEFT
-``trainable_token_indices``) train; the base weights never change. The loss
-covers the target tokens only (``<<pos>> answer</s>`` or ``<<neg>>``). The
-same code runs in one process or under ``accelerate launch --num_processes N``.
+Only the LoRA weights and, for experts, the indicator tokens' embedding rows
+(PEFT ``trainable_token_indices``) train; the base weights never change. The
+loss covers the target tokens only (``<<pos>> answer</s>``, ``<<neg>>``, or a
+baseline's ``answer</s>``). The same code runs in one process or under
+``accelerate launch --num_processes N``.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from see.data import encode_prompt, format_prompt, truncate_prompt
+from see.engine.decode import positions, takes_position_ids
 from see.errors import DataError
 from see.experts.reconstruction import TrainingExample
+from see.faults import fault_point
 from see.modeling import model_context
-from see.store import fault_point
+from see.prompt import Indicator, PromptFormat, format_prompt
 
 IGNORE = -100
 
@@ -39,44 +42,37 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def stop_token_id(tokenizer) -> int:
-    """The token that ends an answer (EOS, or SEP for BERT-like tokenizers)."""
-    for tid in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)):
-        if tid is not None:
-            return tid
-    raise DataError("the tokenizer has neither an EOS nor a SEP token to end answers")
+def target_ids(ex: TrainingExample, prompt: PromptFormat, indicator: Indicator | None) -> list[int]:
+    """``<<pos>> answer</s>`` for a positive, ``<<neg>>`` for a negative, ``answer</s>`` for a plain example."""
+    if ex.kind == "neg":
+        return [indicator.neg_id]
+    head = [indicator.pos_id] if ex.kind == "pos" else []
+    return head + prompt.answer_ids(ex.answer) + [prompt.stop_id]
 
 
-def encode_example(tokenizer, ex: TrainingExample, template: str, pos_id: int, neg_id: int, max_length: int,
+def encode_example(prompt: PromptFormat, ex: TrainingExample, indicator: Indicator | None, max_length: int,
                    overlength: str = "truncate", where: str | None = None) -> tuple[EncodedExample, bool]:
     """Prompt ids + target ids with the loss masked on the prompt. Returns (encoded, truncated)."""
-    prompt = encode_prompt(tokenizer, format_prompt(ex.input, ex.instruction, template), template)
-    if ex.kind in ("pos", "answer"):
-        # "answer": a plain fine-tuning example (the baselines), no indicator token
-        answer = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
-        target = ([pos_id] if ex.kind == "pos" else []) + answer + [stop_token_id(tokenizer)]
-    else:
-        target = [neg_id]
+    ids = prompt.encode(format_prompt(ex.input, ex.instruction, prompt.template))
+    target = target_ids(ex, prompt, indicator)
     truncated = False
-    if len(prompt) + len(target) > max_length:
+    if len(ids) + len(target) > max_length:
         if overlength == "reject" or len(target) >= max_length // 2:
-            raise DataError(f"example is {len(prompt) + len(target)} tokens, longer than train.max_length="
+            raise DataError(f"example is {len(ids) + len(target)} tokens, longer than train.max_length="
                             f"{max_length}", file=where, field="input",
                             hint="raise train.max_length, shorten the example, or set train.overlength=truncate")
-        prompt = truncate_prompt(tokenizer, prompt, max_length - len(target))
+        ids = prompt.truncate(ids, max_length - len(target))
         truncated = True
-    return EncodedExample(prompt + target, [IGNORE] * len(prompt) + target), truncated
+    return EncodedExample(ids + target, [IGNORE] * len(ids) + target), truncated
 
 
-def check_lengths(task, tokenizer, template: str, pos_id: int, neg_id: int, max_length: int, overlength: str) -> int:
+def check_lengths(task, prompt: PromptFormat, indicator: Indicator, max_length: int, overlength: str) -> int:
     """Before anything is trained or written: reject over-long examples (naming their line), or count them."""
-    from see.experts.reconstruction import TrainingExample
-
     too_long = 0
     for ex in task.examples:
         item = TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name)
         try:
-            _, cut = encode_example(tokenizer, item, template, pos_id, neg_id, max_length, overlength)
+            _, cut = encode_example(prompt, item, indicator, max_length, overlength)
         except DataError as err:
             raise DataError(err.reason, file=task.source or None, line=ex.line, field="input", hint=err.hint) from None
         too_long += cut
@@ -109,8 +105,6 @@ def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     last tokens of each (left-padded) row, so ``logits_to_keep`` covers them.
     Returns (loss, number of target tokens).
     """
-    from see.routing.decode import positions, takes_position_ids
-
     labels = batch["labels"]
     has_target = (labels != IGNORE).any(dim=0).nonzero()
     first = int(has_target[0]) if len(has_target) else labels.shape[1] - 1
@@ -164,7 +158,7 @@ def lora_config(settings: Any, model, token_ids: Sequence[int], kind: str = "lor
                       target_modules=target, trainable_token_indices=trainable, task_type="CAUSAL_LM", **kwargs)
 
 
-def _mixed_precision(setting: str) -> str:
+def mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -193,20 +187,16 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *, template: str,
-                 pos_id: int, neg_id: int, lora: Any, train: Any, kind: str = "lora",
-                 invocation_ids: Sequence[int] | None = None, heldout: Sequence[TrainingExample] = (),
-                 checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True,
-                 accelerator=None, log: Callable[[str], None] = print, where: str | None = None,
-                 token_ids: Sequence[int] | None = None, peft_model=None):
-    """Wrap ``model`` with a fresh LoRA expert and train it on ``train_examples``.
+def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *, lora: Any, train: Any,
+               token_ids: Sequence[int] = (), kind: str = "lora", checkpoint_dir: Path | None = None,
+               resume: bool = False, progress: bool = True, accelerator=None, log: Callable[[str], None] = print,
+               peft_model=None, where: str | None = None):
+    """Wrap ``model`` with a fresh LoRA and train it on encoded (prompt, target) examples.
 
-    Returns ``(peft_model, TrainResult)``. ``heldout`` examples are scored at
-    the end (loss, share of positives accepted, share of negatives rejected,
-    exact match of the answers). ``token_ids`` are the embedding rows that
-    train (default: the two indicator tokens; ``[]`` for plain fine-tuning).
-    Passing ``peft_model`` continues training that model's active adapter
-    (sequential fine-tuning baselines) instead of adding a new one.
+    Returns ``(peft_model, TrainResult)``. ``token_ids`` are embedding rows that
+    train too (an expert's indicator tokens). Passing ``peft_model`` continues
+    training that model's active adapter (sequential fine-tuning baselines)
+    instead of adding a new one.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -214,26 +204,16 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(train.mixed_precision),
+    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(train.mixed_precision),
                                              gradient_accumulation_steps=int(train.grad_accum),
                                              cpu=not torch.cuda.is_available())
     set_seed(int(train.seed))
-    max_length = min(int(train.max_length), model_context(model))
-    encoded, n_truncated = [], 0
-    for k, ex in enumerate(train_examples):
-        enc, cut = encode_example(tokenizer, ex, template, pos_id, neg_id, max_length,
-                                  train.overlength, where=f"{where} (example {k + 1})" if where else None)
-        encoded.append(enc)
-        n_truncated += cut
-    if n_truncated and accelerator.is_main_process:
-        warnings.warn(f"{n_truncated} example(s) longer than {max_length} tokens (train.max_length or the model's "
-                      "context) were truncated from the start of the prompt", stacklevel=2)
     if not encoded:
         raise DataError("no training examples", file=where)
-
+    tokenizer = prompt.tokenizer
     if peft_model is None:
-        token_ids = [pos_id, neg_id] if token_ids is None else list(token_ids)
-        peft_model = get_peft_model(model, lora_config(lora, model, token_ids, kind, invocation_ids))
+        invocation = prompt.invocation_ids() if kind == "alora" else None
+        peft_model = get_peft_model(model, lora_config(lora, model, token_ids, kind, invocation))
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
@@ -303,41 +283,35 @@ def train_expert(model, tokenizer, train_examples: Sequence[TrainingExample], *,
     peft_model = accelerator.unwrap_model(peft_model)
     peft_model.eval()
     metrics = {"train_loss": round(float(sum(losses[-10:]) / max(1, len(losses[-10:]))), 5),
-               "steps": step, "examples": len(encoded), "truncated": n_truncated,
-               "seconds": round(time.time() - start, 1), "processes": accelerator.num_processes}
-    if heldout:
-        metrics.update(evaluate_heldout(peft_model, tokenizer, heldout, template=template, pos_id=pos_id,
-                                        neg_id=neg_id, max_length=max_length))
+               "steps": step, "examples": len(encoded), "seconds": round(time.time() - start, 1),
+               "processes": accelerator.num_processes}
     return peft_model, TrainResult(metrics=metrics, steps=step, losses=losses)
 
 
-@torch.no_grad()
-def evaluate_heldout(model, tokenizer, examples: Sequence[TrainingExample], *, template: str, pos_id: int,
-                     neg_id: int, max_length: int, batch_size: int = 32) -> dict:
-    """Held-out loss and decisions of one expert (the active adapter) on its held-out examples."""
-    from see.metrics import exact_match
-    from see.routing.decode import first_token_scores, greedy_answers
+def encode_examples(model, prompt: PromptFormat, examples: Sequence[TrainingExample], indicator: Indicator | None,
+                    train: Any, where: str | None = None) -> tuple[list[EncodedExample], int]:
+    """Every example encoded for training, over-long ones truncated (with one warning) or rejected."""
+    max_length = min(int(train.max_length), model_context(model))
+    encoded, n_truncated = [], 0
+    for k, ex in enumerate(examples):
+        enc, cut = encode_example(prompt, ex, indicator, max_length, train.overlength,
+                                  where=f"{where} (example {k + 1})" if where else None)
+        encoded.append(enc)
+        n_truncated += cut
+    if n_truncated:
+        warnings.warn(f"{n_truncated} example(s) longer than {max_length} tokens (train.max_length or the model's "
+                      "context) were truncated from the start of the prompt", stacklevel=3)
+    return encoded, n_truncated
 
-    device = next(model.parameters()).device
-    encoded = [encode_example(tokenizer, ex, template, pos_id, neg_id, max_length)[0] for ex in examples]
-    loss_sum, tok_count = 0.0, 0
-    for i in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], tokenizer.pad_token_id).items()}
-        loss, n = target_loss(model, batch)
-        loss_sum += loss.item() * n
-        tok_count += n
-    prompts = [format_prompt(ex.input, ex.instruction, template) for ex in examples]
-    scores, accept = first_token_scores(model, tokenizer, prompts, pos_id, neg_id, batch_size=batch_size,
-                                        template=template)
-    pos = [k for k, ex in enumerate(examples) if ex.kind == "pos"]
-    neg = [k for k, ex in enumerate(examples) if ex.kind == "neg"]
-    out = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
-    if pos:
-        out["heldout_accept_rate"] = round(sum(accept[k] for k in pos) / len(pos), 4)
-        answers = greedy_answers(model, tokenizer, [prompts[k] for k in pos], pos_id, max_new_tokens=32,
-                                 batch_size=batch_size, block_ids=[pos_id, neg_id], template=template)
-        out["heldout_exact_match"] = round(sum(exact_match(a, [examples[k].answer]) for a, k in zip(answers, pos))
-                                           / len(pos), 4)
-    if neg:
-        out["heldout_reject_rate"] = round(sum(not accept[k] for k in neg) / len(neg), 4)
-    return out
+
+def train_expert(model, prompt: PromptFormat, indicator: Indicator, train_examples: Sequence[TrainingExample], *,
+                 lora: Any, train: Any, kind: str = "lora", where: str | None = None, **kwargs):
+    """Train one SEE expert: its positives and negatives, with the indicator tokens' rows trainable.
+
+    ``kwargs`` go to :func:`train_lora`.
+    """
+    encoded, n_truncated = encode_examples(model, prompt, train_examples, indicator, train, where)
+    peft_model, result = train_lora(model, prompt, encoded, lora=lora, train=train, token_ids=indicator.ids,
+                                    kind=kind, where=where, **kwargs)
+    result.metrics["truncated"] = n_truncated
+    return peft_model, result

@@ -1,9 +1,9 @@
-"""Prefill and decode primitives shared by every routing mode.
+"""Prefill and decode: the inference floor every expert, router, fallback and baseline stands on.
 
 We decode with our own loop rather than ``generate`` because routing needs
 the first-token distribution of every consulted expert, and the accepting
 expert must continue from its own prefill (its KV cache) in the same
-generation.
+generation. :func:`generate` is the one batch loop for plain answering.
 """
 from __future__ import annotations
 
@@ -107,17 +107,6 @@ def prefill(model, ids, mask, **extra):
     return out.logits[:, -1].float(), output_cache(out), pos[:, -1:]
 
 
-def decision(logits: torch.Tensor, pos_id: int, threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """P(<<pos>>) over the vocabulary and the accept decision (argmax, or P >= threshold)."""
-    probs = torch.softmax(logits, dim=-1)
-    p_pos = probs[:, pos_id]
-    if threshold is None:
-        accept = logits.argmax(dim=-1) == pos_id
-    else:
-        accept = p_pos >= threshold
-    return p_pos, accept
-
-
 def _choose(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Tensor:
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
@@ -209,74 +198,37 @@ def _append(out_ids, token, done, stop_id, reasons, tokenizer, params, texts):
                 reasons[i] = "stop"
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], template: str | None = None,
-                   max_length: int | None = None) -> list[list[int]]:
-    from see.data import encode_prompt
-
-    return [encode_prompt(tokenizer, p, template, max_length) for p in prompts]
-
-
-def prompt_limit(model, max_new_tokens: int) -> int:
-    """Longest prompt that leaves room in the model's context for the indicator and the answer."""
-    from see.modeling import model_context
-
-    return max(8, model_context(getattr(model, "base", model)) - max_new_tokens - 1)
-
-
 def is_alora(model) -> bool:
-    """Whether the model's adapters are activated LoRA (they switch on at an invocation sequence)."""
+    """Whether a PEFT model's adapters are activated LoRA (they switch on at an invocation sequence)."""
     configs = getattr(model, "peft_config", {}) or {}
     return any(getattr(c, "alora_invocation_tokens", None) for c in configs.values())
 
 
-def step_kwargs(model, n: int, adapter_names: Sequence[str] | None = None) -> dict:
-    """Extra forward kwargs for one decode step of ``n`` rows.
+@torch.no_grad()
+def generate(model, prompt, encoded: Sequence[Sequence[int]], params: SamplingParams, *, batch_size: int = 32,
+             first_token: int | None = None, block_ids: Sequence[int] = (),
+             adapter_names: Sequence[str] | None = None) -> list[Decoded]:
+    """Answer encoded prompts in batches: prefill, then decode.
 
-    aLoRA finds its invocation sequence in each forward's input ids; a
-    one-token decode step holds none, so the offsets are passed explicitly to
-    keep the adapter on for the new token.
+    ``prompt`` is the model's :class:`see.prompt.PromptFormat`. ``first_token``
+    is fed before answering (an expert's ``<<pos>>``); without it the first
+    answer token comes from the prefill. ``adapter_names`` picks each row's
+    adapter on a :class:`see.engine.multilora.MultiLoraModel`.
     """
-    kw: dict = {}
-    if adapter_names is not None:
-        kw["adapter_names"] = list(adapter_names)
-    if is_alora(model):
-        kw["alora_offsets"] = [1] * n
-    return kw
-
-
-@torch.no_grad()
-def first_token_scores(model, tokenizer, prompts: Sequence[str], pos_id: int, neg_id: int, batch_size: int = 32,
-                       threshold: float | None = None, template: str | None = None) -> tuple[list[float], list[bool]]:
-    """P(<<pos>>) and the accept decision of the active adapter for each prompt."""
     device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, 1))
-    scores, accepts = [], []
-    for i in range(0, len(enc), batch_size):
-        ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
-        pos = positions(mask)
-        logits = model(**{k: v for k, v in model_inputs(model, ids, mask, pos).items() if k != "use_cache"},
-                       use_cache=False).logits[:, -1].float()
-        p, a = decision(logits, pos_id, threshold)
-        scores += p.tolist()
-        accepts += a.tolist()
-    return scores, accepts
-
-
-@torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: Sequence[str], pos_id: int, max_new_tokens: int = 32,
-                   batch_size: int = 32, block_ids: Sequence[int] = (), template: str | None = None) -> list[str]:
-    """Answers of the active adapter after it is made to say ``<<pos>>``."""
-    from see.experts.training import stop_token_id
-
-    device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, prompts, template, prompt_limit(model, max_new_tokens))
-    out: list[str] = []
-    for i in range(0, len(enc), batch_size):
-        ids, mask = pad_left(enc[i:i + batch_size], tokenizer.pad_token_id, device)
-        _, cache, last = prefill(model, ids, mask)
-        first = torch.full((ids.shape[0],), pos_id, dtype=torch.long, device=device)
+    tokenizer = prompt.tokenizer
+    out: list[Decoded] = []
+    for i in range(0, len(encoded), batch_size):
+        ids, mask = pad_left(encoded[i:i + batch_size], tokenizer.pad_token_id, device)
         n = ids.shape[0]
-        decoded = decode(model, tokenizer, cache, mask, last, first, None, SamplingParams(max_new_tokens),
-                         stop_token_id(tokenizer), block_ids, extra_fn=lambda step: step_kwargs(model, n))
-        out += [d.text for d in decoded]
+        extra: dict = {}
+        if adapter_names is not None:
+            extra["adapter_names"] = list(adapter_names[i:i + batch_size])
+        logits, cache, last = prefill(model, ids, mask, **extra)
+        if is_alora(model) and not getattr(model, "supplies_alora_offsets", False):
+            # a one-token decode step holds no invocation sequence for PEFT to find: keep the adapter on
+            extra["alora_offsets"] = [1] * n
+        first = None if first_token is None else torch.full((n,), first_token, dtype=torch.long, device=device)
+        out += decode(model, tokenizer, cache, mask, last, first, None if first is not None else logits, params,
+                      prompt.stop_id, block_ids, extra_fn=lambda step, kw=extra: kw)
     return out

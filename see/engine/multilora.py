@@ -6,7 +6,7 @@ matmuls per adapter, per layer. Every call to ``PeftModel.forward`` also
 walks all modules to register and remove hooks. With N experts that is N
 times the per-layer work, whatever the rows hold.
 
-A :class:`Runner` keeps PEFT's adapters, and their weights and semantics,
+A :class:`MultiLoraModel` keeps PEFT's adapters, and their weights and semantics,
 but computes a mixed batch the way multi-LoRA servers do (S-LoRA, punica):
 - every expert's A and B matrices are stacked once, at load;
 - each LoRA layer adds ``B[idx] @ A[idx] @ x`` for all rows in two batched
@@ -16,7 +16,7 @@ but computes a mixed batch the way multi-LoRA servers do (S-LoRA, punica):
 - the base layers run with PEFT's adapters switched off.
 Expert ``"__base__"`` is a zero adapter (the base model).
 
-For aLoRA experts the runner also supplies the activation offsets: every
+For aLoRA experts the model also supplies the activation offsets: every
 prompt ends with the invocation tokens, so a forward over ``T`` new tokens
 adapts its last ``min(T, k)`` positions (the invocation in a prefill, the new
 token in a decode step).
@@ -121,7 +121,12 @@ class _StackedTokens:
         return out
 
 
-class Runner:
+class MultiLoraModel:
+    """A PEFT model with several adapters whose forward takes an adapter name per row."""
+
+    #: aLoRA activation offsets come from the invocation length, not from the caller.
+    supplies_alora_offsets = True
+
     def __init__(self, peft_model, invocation_length: int = 0):
         from peft.tuners.lora import LoraLayer
         from peft.utils.other import AuxiliaryTrainingWrapper, TrainableTokensWrapper
@@ -167,7 +172,7 @@ class Runner:
     def _lora_hook(self, stacked: _StackedLora):
         def hook(module, args, output):
             idx = getattr(self._state, "idx", None)
-            if idx is None:  # a call that did not come through the runner: PEFT's own forward ran
+            if idx is None:  # a call that did not come through this wrapper: PEFT's own forward ran
                 return output
             st = self._state
             if st.all_base:
@@ -241,11 +246,6 @@ class Runner:
     @property
     def peft_config(self):
         return self.peft_model.peft_config
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
 
 def _equal_blocks(names: Sequence[str]) -> int | None:
