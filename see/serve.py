@@ -12,7 +12,8 @@ Endpoints
     ``POST /v1/completions`` and ``POST /v1/chat/completions``. ``model`` names
     the ensemble: the name of its folder (``see serve runs/my-ensemble`` serves
     ``my-ensemble``). Supported fields: ``max_tokens`` (chat also takes
-    ``max_completion_tokens``), ``temperature`` (default 0, greedy, as
+    ``max_completion_tokens``; when omitted, the ensemble's
+    ``routing.max_new_tokens``, cut to what the context leaves), ``temperature`` (default 0, greedy, as
     ``Ensemble.generate``; not OpenAI's 1), ``top_p``, ``stop`` (a string or a
     list of up to 4), ``seed``, ``n`` (1 only) and ``stream``. Other OpenAI
     fields are accepted and ignored. A completion's ``prompt`` is one string,
@@ -28,8 +29,12 @@ Endpoints
 
     ``GET /v1/models`` (and ``/v1/models/{model}``) lists the ensemble in
     OpenAI's format, with an extra field ``see_experts``: ``[{"name",
-    "threshold"}]``, oldest first; a null threshold means argmax acceptance.
-    ``GET /health`` answers 200 with the expert count.
+    "threshold"}]``, oldest first. ``threshold`` is the acceptance threshold on
+    P(<<pos>>) stored for the expert (when it was added, or by ``see
+    calibrate``); null when none is stored, and the ensemble's
+    ``routing.threshold`` rule applies.
+    ``GET /health`` answers 200 with the expert count, the queue's length and
+    how many generate calls answered how many requests.
 
 Streaming
     ``Ensemble.generate`` returns whole answers, so ``stream: true`` sends the
@@ -52,7 +57,7 @@ Errors
     malformed JSON, a value out of range, ``n`` other than 1, a chat without a
     user message, or a prompt that does not fit the base's context together with
     ``max_tokens`` (code ``context_length_exceeded``; ``generate`` would
-    silently cut it). 404: an unknown model or path. 422: a missing field or a
+    silently cut it). 404: an unknown model or path; 405: a wrong method. 422: a missing field or a
     wrong type. 503: the queue is full. 500: a bug, logged with its traceback.
     The server never writes to the ensemble directory.
 
@@ -92,7 +97,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from see.ensemble import Ensemble, GenerationResult
 from see.errors import ConfigError, SeeError, StoreError
-from see.modeling import model_context
+from see.prompt import PromptFormat
 
 log = logging.getLogger("see.serve")
 
@@ -202,11 +207,10 @@ class _Loaded:
     fingerprint: str
     #: When that manifest was written (Unix seconds).
     written: int
-    template: str
     default_max_tokens: int
-    default_threshold: float | None
-    #: A copy of the tokenizer: requests are counted in the event loop while generate uses the ensemble's.
-    tokenizer: Any
+    #: The ensemble's prompt over a copy of its tokenizer: requests are counted in the event loop while
+    #: generate uses the ensemble's own.
+    prompt: PromptFormat
     context: int
 
     @classmethod
@@ -214,38 +218,17 @@ class _Loaded:
         written = int(os.stat(manifest).st_mtime)
         data = manifest.read_bytes()
         ens = Ensemble.load(root)
-        # the documented manifest.json layout, read from the bytes fingerprinted above
-        settings = json.loads(data)["settings"]
-        routing = settings.get("routing") or {}
+        prompt = PromptFormat(copy.deepcopy(ens.tokenizer), ens.manifest.prompt.template, ens.prompt.context)
         return cls(ens=ens, fingerprint=hashlib.sha256(data).hexdigest(), written=written,
-                   template=settings["prompt"]["template"],
-                   default_max_tokens=int(routing.get("max_new_tokens") or 64),
-                   default_threshold=routing.get("threshold"), tokenizer=copy.deepcopy(ens.tokenizer),
-                   context=model_context(ens.model))
+                   default_max_tokens=int(ens.manifest.routing.max_new_tokens), prompt=prompt,
+                   context=ens.prompt.context)
 
     def experts(self) -> list[dict]:
-        return [{"name": e.name, "threshold": e.threshold if e.threshold is not None else self.default_threshold}
-                for e in self.ens.manifest.experts]
+        return [{"name": e.name, "threshold": e.threshold} for e in self.ens.manifest.experts]
 
     def prompt_tokens(self, instruction: str | None, text: str) -> int:
-        """Tokens of the prompt ``generate`` builds for this query, counted as it counts them.
-
-        Mirrors the ensemble's template rule (the instruction line is dropped
-        when there is none) and its encoding (the template's tail tokenized on
-        its own); tests check the count against ``usage.prompt_tokens``.
-        """
-        template = self.template
-        if not instruction:
-            template = "\n".join(line for line in template.split("\n") if "{instruction}" not in line)
-        prompt = template.replace("{instruction}", instruction or "").replace("{input}", text)
-        tail = self.template.split("{input}")[-1]
-        split = bool(tail) and prompt.endswith(tail)
-        tok = self.tokenizer
-        ids = tok(prompt[: len(prompt) - len(tail)] if split else prompt)["input_ids"]
-        closing = {tok.eos_token_id, getattr(tok, "sep_token_id", None)} - {None}
-        if len(ids) > 1 and ids[-1] in closing:
-            ids = ids[:-1]
-        return len(ids) + (len(tok(tail, add_special_tokens=False)["input_ids"]) if split else 0)
+        """Tokens of the prompt ``generate`` builds for this query, uncut."""
+        return len(self.prompt.encode(self.prompt.text((instruction, text))))
 
 
 # ----------------------------------------------------------------------------- sampling

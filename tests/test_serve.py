@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -79,14 +80,16 @@ def client(server) -> OpenAI:
 
 
 @pytest.fixture
-def slow_generate(monkeypatch):
-    """Ensemble.generate, slowed so requests pile up; records each call's batch size and max_new_tokens."""
+def slow_generate(monkeypatch, request):
+    """Ensemble.generate, slowed (by the fixture's param, in seconds) so requests pile up; records each call's
+    batch size and max_new_tokens."""
+    delay = getattr(request, "param", 0.5)
     calls: list[tuple[int, int]] = []
     original = Ensemble.generate
 
     def slow(self, queries, *args, **kwargs):
         calls.append((len(queries), kwargs["max_new_tokens"]))
-        time.sleep(0.5)
+        time.sleep(delay)
         return original(self, queries, *args, **kwargs)
 
     monkeypatch.setattr(Ensemble, "generate", slow)
@@ -101,7 +104,8 @@ def test_models_and_health(server, client):
     url, service = server
     models = client.models.list()
     assert [m.id for m in models.data] == ["tiny-ens"]
-    assert models.data[0].see_experts == [{"name": "sentiment", "threshold": None}]
+    stored = json.loads((service.root / "manifest.json").read_text())["experts"]
+    assert models.data[0].see_experts == [{"name": "sentiment", "threshold": stored[0]["threshold"]}]
     assert client.models.retrieve("tiny-ens").id == "tiny-ens"
     health = httpx.get(url + "/health")
     assert health.status_code == 200 and health.json()["experts"] == 1 and health.json()["model"] == "tiny-ens"
@@ -196,9 +200,11 @@ def test_concurrent_clients_are_micro_batched_by_params(server, slow_generate):
     limits = [2 if k % 2 else 3 for k in range(8)]
 
     seeded = {"prompt": "great soup", "max_tokens": 8, "temperature": 1.0, "seed": 7}
+    barrier = threading.Barrier(12)
 
     def ask(k):
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        barrier.wait()
         if k >= len(prompts):
             return client.completions.create(model="tiny-ens", **seeded)
         return client.completions.create(model="tiny-ens", prompt=prompts[k], max_tokens=limits[k])
@@ -281,6 +287,7 @@ def test_bad_requests_get_openai_errors_and_change_nothing(server, ensemble):
     assert tree_hash(ensemble) == before
 
 
+@pytest.mark.parametrize("slow_generate", [1.5], indirect=True)
 def test_overload_answers_503_with_retry_after(ensemble, slow_generate):
     with running(ensemble, queue_size=1, max_batch=1) as (url, service):
         barrier = threading.Barrier(5)
@@ -329,19 +336,25 @@ def test_live_reload_picks_up_a_new_expert_without_a_half_loaded_state(tiny_llam
             while [m["name"] for m in client.models.list().data[0].see_experts] != ["sentiment", "topic"]:
                 assert time.time() < deadline, "the new expert never appeared"
                 time.sleep(0.1)
-            time.sleep(0.3)
+            while not seen or seen[-1][0] != new:
+                assert time.time() < deadline and asker.is_alive(), "no answer from the new ensemble"
+                time.sleep(0.05)
         finally:
             done.set()
             asker.join(30)
         assert not failures
         # every answer came from one whole ensemble: the old one or the new one
         assert set(seen) <= {(old, "sentiment", ("sentiment",)), (new, "topic", ("topic",))}, set(seen)
-        assert seen[0][0] == old and seen[-1][0] == new
+        # the old ensemble answered until the swap, the new one ever after
+        fingerprints = [fp for fp, _, _ in seen]
+        assert fingerprints[0] == old and fingerprints == sorted(fingerprints, key=lambda fp: fp == new)
         r = client.chat.completions.create(model="tiny-ens", max_tokens=3,
                                            messages=[{"role": "user", "content": "a headline"}])
         assert r.see["expert"] == "topic" and r.system_fingerprint == new
         assert httpx.get(url + "/health").json()["experts"] == 2
-        assert client.models.list().data[0].see_experts[1] == {"name": "topic", "threshold": 0.0}
+        stored = json.loads((path / "manifest.json").read_text())["experts"]
+        assert client.models.list().data[0].see_experts == [{"name": e["name"], "threshold": e["threshold"]}
+                                                            for e in stored]
 
         # a manifest that cannot load is logged, and the loaded ensemble keeps serving
         good = (path / "manifest.json").read_bytes()
@@ -365,3 +378,14 @@ def test_create_app_refuses_bad_folders_and_options(tmp_path, ensemble):
         create_app(ensemble, max_batch=0)
     with pytest.raises(ConfigError, match="queue_size"):
         create_app(ensemble, queue_size=0)
+
+
+def test_http_load_check_runs_against_a_server_process(ensemble, tmp_path):
+    from see.bench.http_load import run_load
+
+    results = run_load(ensemble, tmp_path, clients=2, seconds=1, max_tokens=2, log=lambda m: None)
+    assert results["answered"] > 0 and results["errors"] == 0
+    assert results["latency_p50_s"] <= results["latency_p99_s"] and results["server_peak_rss_bytes"] > 2 ** 20
+    assert results["answers_by_family_and_expert"].keys() == {"sentiment"}
+    assert "| latency p99 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "results.json").is_file()
