@@ -186,14 +186,16 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
     if not rows:
         print("no experts yet")
         return 0
-    header = f"{'#':>2}  {'name':<20} {'examples':>8} {'size':>9} {'steps':>6} {'loss':>7} {'accept':>7} {'reject':>7} {'EM':>6}"
-    print(header)
+    print(f"{'#':>2}  {'name':<20} {'examples':>8} {'size':>9} {'steps':>6} {'loss':>7}   held-out: "
+          f"{'accept':>6} {'reject':>6} {'EM':>5} {'base EM':>7} {'threshold':>9}")
+    pct = lambda v: f"{100 * v:.0f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
     for r in rows:
         m = r["metrics"]
-        pct = lambda v: f"{100 * v:.0f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
+        threshold = f"{r['threshold']:.3f}" if r["threshold"] is not None else "argmax"
         print(f"{r['position']:>2}  {r['name']:<20} {r['examples'] or 0:>8} {r['adapter_bytes'] / 1024:>7.0f}kB "
-              f"{m.get('steps', '-'):>6} {m.get('train_loss', float('nan')):>7.3f} {pct(m.get('heldout_accept_rate')):>7} "
-              f"{pct(m.get('heldout_reject_rate')):>7} {pct(m.get('heldout_exact_match')):>6}")
+              f"{m.get('steps', '-'):>6} {m.get('train_loss', float('nan')):>7.3f}             "
+              f"{pct(m.get('heldout_accept_rate')):>6} {pct(m.get('heldout_reject_rate')):>6} "
+              f"{pct(m.get('heldout_exact_match')):>5} {pct(m.get('base_exact_match')):>7} {threshold:>9}")
     return 0
 
 
@@ -292,6 +294,26 @@ def bench_serve(out: Annotated[Path, Arg("output folder")] = Path("benchmarks/re
     for desc, measured, met in targets(results):
         print(f"{'met ' if met else 'MISS' if met is False else '    '}  {desc}: {measured}")
     print(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
+@command("serve", "serve the ensemble over an OpenAI-compatible HTTP API")
+def serve(dir: Dir,
+          host: Annotated[str, Arg("address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+          port: Annotated[int, Arg("port to listen on")] = 8000,
+          max_batch: Annotated[int, Arg("most requests answered by one generate call")] = 32,
+          queue_size: Annotated[int, Arg("requests that may wait; past it, 503 with Retry-After")] = 256,
+          batch_wait_ms: Annotated[float, Arg("how long a batch collects requests after its first one")] = 5.0,
+          reload_interval: Annotated[float, Arg("seconds between manifest checks while idle")] = 1.0,
+          log_level: Annotated[str, Arg("log level", choices=("debug", "info", "warning", "error"))] = "info"
+          ) -> int:
+    """Serve the ensemble over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
+    /health). The model is the folder's name. Concurrent requests are micro-batched, and experts added
+    meanwhile (see add-expert) are picked up without a restart."""
+    from see.serve import serve as run_server
+
+    run_server(dir, host=host, port=port, max_batch=max_batch, queue_size=queue_size, batch_wait_ms=batch_wait_ms,
+               reload_interval_s=reload_interval, log_level=log_level)
     return 0
 
 

@@ -31,11 +31,12 @@ ROUTING_MODES = ("batched", "sequential")
 
 
 def setting(default: Any = None, help: str = "", *, choices: tuple | None = None, low: float | None = None,
-            high: float | None = None, low_open: bool = False, high_open: bool = False,
+            high: float | None = None, low_open: bool = False, high_open: bool = False, numbers: bool = False,
             factory: Any = None) -> Any:
-    """A documented config field; ``low``/``high`` bound numbers (``*_open``: the bound itself is excluded)."""
+    """A documented config field; ``low``/``high`` bound numbers (``*_open``: the bound itself is excluded);
+    ``numbers``: a number is allowed besides the ``choices``."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
-            "high_open": high_open}
+            "high_open": high_open, "numbers": numbers}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -100,7 +101,13 @@ class LoraSettings:
 class TrainConfig:
     """How one expert trains."""
 
-    epochs: float = setting(3.0, "training length in epochs", low=0, low_open=True)
+    epochs: Any = setting("auto", "training length in epochs, or `auto`: 3 epochs, at least `train.min_steps` and "
+                                  "at most `train.max_auto_steps` optimizer steps, whatever the task's size",
+                          low=0, low_open=True, choices=("auto",), numbers=True)
+    min_steps: int = setting(400, "floor of the `auto` step budget: a small task needs many passes to learn an "
+                                  "answer format it has never seen", low=0, low_open=True)
+    max_auto_steps: int = setting(2000, "cap of the `auto` step budget: a large task learns within a fraction of "
+                                        "an epoch", low=0, low_open=True)
     max_steps: Optional[int] = setting(None, "optimizer steps; overrides epochs when set", low=0, low_open=True)
     batch_size: int = setting(16, "examples per batch", low=0, low_open=True)
     grad_accum: int = setting(1, "batches per optimizer step", low=0, low_open=True)
@@ -116,6 +123,14 @@ class TrainConfig:
     eval_fraction: float = setting(0.1, "held-out share of the task, evaluated at the end of training",
                                    low=0.0, high=1.0, high_open=True)
     eval_max: int = setting(100, "at most this many held-out examples of each kind", low=0)
+    eval_every: Optional[int] = setting(None, "evaluate the held-out set every N steps during training; none: "
+                                              "about 10 times per run; 0: only at the end", low=0)
+    patience: Optional[int] = setting(None, "stop after this many held-out evaluations without improvement and "
+                                            "keep the best weights; none: 3 under the `auto` budget, never with an "
+                                            "explicit `epochs` or `max_steps`; 0: never", low=0)
+    min_score: Optional[float] = setting(None, "refuse to add an expert whose held-out exact match is below this "
+                                               "(exit code 3, ensemble unchanged); none: only warn",
+                                         low=0.0, high=1.0)
     checkpoint_every: int = setting(0, "checkpoint every N steps, for `--resume` (0: never)", low=0)
 
 
@@ -125,8 +140,9 @@ class ReconstructionConfig:
 
     negative_ratio: float = setting(0.2, "rehearsal negatives as a share of positives", low=0)
     min_negatives_per_task: int = setting(1, "at least this many negatives from each earlier task", low=0)
-    general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); none: the embedded "
-                                                     "pool on the embedded base; `none` disables them")
+    general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); none: the pool "
+                                                     "shipped in `see/negatives` (the generated pool on the embedded "
+                                                     "base); `none` disables them")
     general_negative_ratio: float = setting(0.2, "general negatives as a share of positives", low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
@@ -135,8 +151,11 @@ class ReconstructionConfig:
 class RoutingConfig:
     """How ``generate`` routes a query."""
 
-    threshold: Optional[float] = setting(None, "accept when P(`<<pos>>`) >= threshold; none: argmax (the paper's "
-                                               "rule)", low=0.0, high=1.0)
+    threshold: Any = setting("auto", "`auto`: each expert's own threshold on P(`<<pos>>`), set when it is added "
+                                     "(see `routing.target_frr`); `argmax`: the paper's rule; or a number for every "
+                                     "expert", low=0.0, high=1.0, choices=("auto", "argmax"), numbers=True)
+    target_frr: float = setting(0.02, "largest share of an expert's own held-out positives its `auto` threshold "
+                                      "may reject", low=0.0, high=1.0, high_open=True)
     mode: str = setting("batched", "`batched` (every expert in one mixed-adapter forward) or `sequential` (the "
                                    "paper's cascade)", choices=ROUTING_MODES)
     max_rows_per_forward: int = setting(256, "caps experts x queries per forward (memory)", low=0, low_open=True)
@@ -262,9 +281,12 @@ def _check_field(key: str, value: Any, meta: dict, where: str) -> None:
     if value is None:
         return
     choices = meta.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", file=where, field=key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if choices and value not in choices and not (meta.get("numbers") and is_number):
+        allowed = ", ".join(choices) + (" or a number" if meta.get("numbers") else "")
+        raise ConfigError(f"must be {'one of ' if len(choices) > 1 else ''}{allowed}; got {value!r}", file=where,
+                          field=key)
+    if not is_number:
         return
     if not math.isfinite(value):
         raise ConfigError(f"must be a finite number; got {value}", file=where, field=key)

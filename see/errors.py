@@ -53,3 +53,9 @@ class StoreError(SeeError):
 
 class ModelError(SeeError):
     """A base or fallback model that cannot be loaded."""
+
+
+class QualityError(SeeError):
+    """An expert that did not learn its task well enough to be added (``train.min_score``)."""
+
+    exit_code = 3

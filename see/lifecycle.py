@@ -22,13 +22,15 @@ from see import __version__
 from see.config import ENSEMBLE_SECTIONS, load_config, to_dict, typed
 from see.data import Task, load_queries
 from see.embedded import EMBEDDED
+from see.embedded.families import general_negatives as generated_negatives
 from see.ensemble import Ensemble
-from see.errors import ConfigError, DataError, StoreError
+from see.errors import ConfigError, DataError, QualityError, StoreError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
 from see.experts.training import check_lengths, mixed_precision, train_expert
 from see.loading import ensemble_tokenizer, load_base, prompt_format
 from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm, load_tokenizer, quiet_transformers, \
     resolve_model_ref
+from see.negatives import general_pool
 from see.prompt import Indicator
 from see.routing import calibration
 from see.store import (STAGING, BaseRecord, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now,
@@ -137,20 +139,22 @@ def _preflight(store: EnsembleStore, manifest: Manifest, task: Task, cfg: DictCo
                   cfg.train.overlength)
 
 
-def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | None, n_pos: int, seed: int,
-                       log: Log) -> tuple[list[tuple[str | None, str]], str]:
+def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | None, n_pos: int, seed: int
+                       ) -> tuple[list[tuple[str | None, str]], str]:
+    """The queries every expert learns to reject besides older tasks: a user's file, or by default a pool.
+
+    The embedded base reads only the project's generated language, so it gets
+    its generated pool; every other base gets the pool shipped in
+    ``see/negatives`` (diverse English requests, Apache-2.0).
+    """
     source = negatives if negatives is not None else cfg.reconstruction.general_negatives
     want = int(round(cfg.reconstruction.general_negative_ratio * n_pos))
     if source in ("none", "") or want == 0:
         return [], "none"
     if source is None:
         if manifest.base.ref == EMBEDDED:
-            from see.embedded.families import general_negatives
-
-            return general_negatives(max(want, 50), seed=seed), "embedded-pool"
-        log("warning: no general negatives (pass --negatives FILE): this expert learns to reject only "
-            "earlier tasks and may accept queries of tasks it has never seen")
-        return [], "none"
+            return generated_negatives(max(want, 50), seed=seed), "embedded-pool"
+        return general_pool(), "shipped-pool"
     return load_queries(source, input_field=cfg.data.input_field), str(source)
 
 
@@ -190,7 +194,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     main = accelerator.is_main_process
     if not main:
         log = lambda msg: None  # noqa: E731 - one voice under accelerate launch
-    general, general_source = _general_negatives(cfg, manifest, negatives, len(task), seed, log)
+    general, general_source = _general_negatives(cfg, manifest, negatives, len(task), seed)
     lock = store.lock(wait=wait, message=log) if main else contextlib.nullcontext()
     with lock:
         manifest = check_new_expert(store, name)  # another writer may have finished while we waited
@@ -213,6 +217,9 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
         try:
             record = _train_and_commit(store, manifest, name, task, cfg, data, general_source, staged, accelerator,
                                        resume, progress, log, data_info)
+        except QualityError:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
         except BaseException:
             # Keep a resumable checkpoint (see add-expert --resume); drop anything else half-made.
             if main and not (staged / "checkpoint" / "state.pt").is_file():
@@ -230,15 +237,24 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
     seed = int(cfg.train.seed)
     model, tokenizer = load_base(store, manifest, device=accelerator.device)
     prompt = prompt_format(manifest, tokenizer, model)
+    max_length = min(int(cfg.train.max_length), prompt.context)
+
+    def evaluate(m, **extra) -> dict:
+        return calibration.evaluate_heldout(m, prompt, manifest.indicator, data.heldout, max_length=max_length,
+                                            **extra)
+
     peft_model, result = train_expert(
         model, prompt, manifest.indicator, data.train, lora=cfg.lora, train=cfg.train,
         kind=manifest.model.expert_kind, checkpoint_dir=staged / "checkpoint", resume=resume, progress=progress,
-        accelerator=accelerator, log=log, where=task.source)
+        accelerator=accelerator, log=log, where=task.source, evaluate=evaluate if data.heldout else None)
     if not accelerator.is_main_process:
         return None
+    threshold = None
     if data.heldout:
-        result.metrics.update(calibration.evaluate_heldout(peft_model, prompt, manifest.indicator, data.heldout,
-                                                           max_length=min(int(cfg.train.max_length), prompt.context)))
+        result.metrics.update(evaluate(peft_model, target_frr=float(cfg.routing.target_frr), zero_shot=True))
+        if cfg.routing.threshold in ("auto", None):  # "argmax" or a number: the user chose the rule
+            threshold = result.metrics.get("threshold")
+        _quality_gate(name, result.metrics, cfg, log)
     peft_model.save_pretrained(staged, save_embedding_layers=False)
     fault_point("adapter-saved")
     shutil.rmtree(staged / "checkpoint", ignore_errors=True)
@@ -253,9 +269,39 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
                "rehearsal_kept": len(kept)}
     record = ExpertRecord(name=name, path=f"experts/{name}", created=now(),
                           config={k: v for k, v in to_dict(cfg).items() if k not in ENSEMBLE_SECTIONS},
-                          data=data_record, metrics=metrics, extra={"base_fingerprint": manifest.base.fingerprint})
+                          data=data_record, metrics=metrics, threshold=threshold,
+                          extra={"base_fingerprint": manifest.base.fingerprint})
     store.commit_expert(manifest, record, staged)
     return record
+
+
+#: Below these held-out rates an expert is reported as not having learned to accept or reject.
+MIN_ACCEPT = 0.9
+MIN_REJECT = 0.9
+
+
+def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
+    """Say plainly when an expert did not learn; refuse it under ``train.min_score``."""
+    problems = []
+    em, base = m.get("heldout_exact_match"), m.get("base_exact_match")
+    if em is not None and base is not None and em <= base:
+        problems.append(f"its held-out exact match {100 * em:.0f}% is no better than the base model's "
+                        f"{100 * base:.0f}% on the same queries")
+    if m.get("heldout_accept_rate", 1.0) < MIN_ACCEPT:
+        problems.append(f"it accepts only {100 * m['heldout_accept_rate']:.0f}% of its own held-out queries "
+                        f"(want >= {100 * MIN_ACCEPT:.0f}%)")
+    if m.get("heldout_reject_rate", 1.0) < MIN_REJECT:
+        problems.append(f"it rejects only {100 * m['heldout_reject_rate']:.0f}% of held-out negatives "
+                        f"(want >= {100 * MIN_REJECT:.0f}%)")
+    if problems:
+        log(f"warning: expert '{name}' did not learn its task well after {m.get('steps')} steps: "
+            + "; ".join(problems) + ". Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr, "
+            "more or more consistent examples, or check that inputs and outputs are in the right fields.")
+    floor = cfg.train.min_score
+    if floor is not None and (em or 0.0) < float(floor):
+        raise QualityError(f"expert '{name}' reached held-out exact match {100 * (em or 0):.1f}%, below "
+                           f"train.min_score={floor}; it was not added", field="train.min_score",
+                           hint="the ensemble is unchanged; see the warning above for what to change")
 
 
 # ----------------------------------------------------------------------------- calibrate

@@ -49,7 +49,8 @@ def test_ask_json_and_text(cli_ensemble):
                 "Is the review positive or negative?\nthe soup was delicious", "What is the capital of country number 7?")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(l) for l in r.stdout.splitlines()]
-    assert len(lines) == 2 and set(lines[0]) == {"query", "answer", "expert", "scores"}
+    assert len(lines) == 2 and set(lines[0]) == {"query", "answer", "expert", "scores", "prompt_tokens",
+                                                 "completion_tokens", "finish_reason"}
     assert lines[0]["expert"] == "sentiment" and lines[0]["answer"] in ("positive", "negative")
     assert lines[1]["expert"] is None and "sentiment" in lines[1]["scores"]
     r = run_see("ask", path, "--max-new-tokens", "3", "Is the review positive or negative?\nthe soup was awful")

@@ -10,7 +10,7 @@ def test_defaults_come_from_the_schema():
     assert cfg.lora.r == SeeConfig().lora.r
     assert cfg.reconstruction.negative_ratio == 0.2
     assert cfg.reconstruction.rehearsal_size == 100
-    assert cfg.routing.threshold is None
+    assert cfg.routing.threshold == "auto" and cfg.train.epochs == "auto"
     assert cfg.routing.mode == "batched"
 
 

@@ -14,14 +14,14 @@ SEE = Path(__file__).resolve().parents[1] / "see"
 
 #: Lower layers never import higher ones (the data path reads in one direction).
 LAYERS = [
-    ("see.errors", "see.faults", "see.config", "see.metrics", "see.embedded"),
+    ("see.errors", "see.faults", "see.config", "see.metrics", "see.embedded", "see.negatives"),
     ("see.data", "see.modeling"),
     ("see.prompt", "see.engine", "see.embedded.families", "see.embedded.build_base"),
     ("see.store", "see.experts"),
     ("see.routing", "see.loading"),
     ("see.ensemble",),
     ("see.lifecycle",),
-    ("see.bench", "see.demo", "see.cli"),
+    ("see.bench", "see.demo", "see.serve", "see.cli"),
 ]
 
 

@@ -172,3 +172,13 @@ def test_bench_serve_quick_writes_its_report(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Targets" in report and "see bench-serve --quick" in report
     assert (tmp_path / "out" / "latency.png").stat().st_size > 1000
+
+
+def test_margin_threshold_by_hand():
+    from see.routing.calibration import margin_threshold
+
+    # highest allowed threshold 0.9 (no positive may be rejected), highest negative below it 0.5:
+    # log-odds 2.197 and 0, midpoint 1.0986 = log 3, so the threshold is 3 / (1 + 3)
+    assert margin_threshold([0.9, 0.99, 0.999], [0.1, 0.5, 0.95], 0.0) == pytest.approx(0.75)
+    # no negatives: halfway to 0.5, here between odds 99 and 1, i.e. odds 9.95
+    assert margin_threshold([0.99], [], 0.0) == pytest.approx(99 ** 0.5 / (1 + 99 ** 0.5))

@@ -101,3 +101,41 @@ def test_training_is_seeded(tiny_llama):
                                  progress=False)
         losses.append(result.losses)
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("examples,batch,overrides,steps", [
+    (50, 16, [], 400),            # a tiny task: the floor, whatever its size
+    (3000, 16, [], 564),          # 188 updates per epoch x 3 epochs
+    (50_000, 16, [], 2000),       # a large task: the cap (about 0.64 epochs)
+    (50, 16, ["train.epochs=2"], 8),
+    (50, 16, ["train.max_steps=7"], 7),
+    (50_000, 16, ["train.min_steps=100", "train.max_auto_steps=10000"], 9375),
+])
+def test_step_budget_rule(examples, batch, overrides, steps):
+    import math
+
+    from see.experts.training import step_budget
+
+    cfg = load_config(None, [f"train.batch_size={batch}"] + overrides)
+    assert step_budget(cfg.train, math.ceil(examples / batch)) == steps
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_on_a_plateau():
+    """The 3rd evaluation is no better (its loss is less than 1% lower), the 4th's score is lower, the 5th has
+    the best score with a loss 2% lower, and the 6th to 8th are no better: with patience 3 training stops
+    after the 8th, and the 5th's weights are kept."""
+    from see.experts.training import EarlyStopping
+
+    model = torch.nn.Linear(2, 2)
+    figures = iter([(.2, 2.0), (.5, 1.0), (.5, .995), (.4, .5), (.5, .98), (.5, .975), (.45, .1), (.5, .975)])
+    stopping = EarlyStopping(lambda m: dict(zip(("heldout_score", "heldout_loss"), next(figures))), every=10,
+                             patience=3)
+    stops = []
+    for step in (10, 20, 30, 40, 50, 60, 70, 80):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        stops.append(stopping(model, step))
+    assert stops == [False] * 7 + [True]
+    assert stopping.best_step == 50 and stopping.best_score == 0.5 and stopping.best_loss == 0.98
+    stopping.restore_best(model)
+    assert torch.all(model.weight == 50)

@@ -91,8 +91,10 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
             for instruction, text in rng.sample(rehearsal.per_task[name], count):
                 out.append(TrainingExample(instruction, text, "neg", None, f"rehearsal:{name}"))
     if general:
+        own = {ex.input for ex in task.examples}
+        general = [q for q in general if q[1] not in own]  # a task's own query is never its negative
         count = min(len(general), int(round(general_negative_ratio * n_pos)))
-        for instruction, text in rng.sample(list(general), count):
+        for instruction, text in rng.sample(general, count):
             out.append(TrainingExample(instruction, text, "neg", None, "general"))
     rng.shuffle(out)
     return out

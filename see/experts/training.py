@@ -166,13 +166,101 @@ def mixed_precision(setting: str) -> str:
     return "no"
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float]) -> None:
-    """Trainable weights, optimizer, scheduler and RNG: enough to resume bit-for-bit on one process."""
+def step_budget(train: Any, updates_per_epoch: int) -> int:
+    """Optimizer steps for one expert: ``max_steps``, else ``epochs`` worth of updates, else the auto rule.
+
+    The auto rule (``epochs: auto``): three epochs, but never fewer than
+    ``min_steps`` (a small task needs many passes to learn an answer format
+    it has never seen) and never more than ``max_auto_steps`` (a large task
+    learns within a fraction of an epoch; early stopping usually ends sooner).
+    """
+    if train.max_steps:
+        return int(train.max_steps)
+    if train.epochs != "auto":
+        return max(1, math.ceil(float(train.epochs) * updates_per_epoch))
+    return min(int(train.max_auto_steps), max(int(train.min_steps), 3 * updates_per_epoch))
+
+
+def early_stopping_patience(train: Any, total: int) -> int:
+    """Evaluations without improvement before stopping: ``train.patience``, else 3 under the auto budget;
+    an explicit budget (``epochs``/``max_steps``) trains to its end."""
+    if train.patience is not None:
+        return int(train.patience) or total + 1
+    return 3 if train.epochs == "auto" and not train.max_steps else total + 1
+
+
+class EarlyStopping:
+    """Held-out evaluations during training: keep the best trainable weights, stop after ``patience``
+    evaluations without improvement.
+
+    Better means a higher ``heldout_score``, or the same score with a held-out
+    loss at least 1% lower: exact match on a hard task stays at 0 for a while
+    after the loss starts falling, and stopping there would stop too soon.
+    """
+
+    def __init__(self, evaluate: Callable[[Any], dict], every: int, patience: int):
+        self.evaluate = evaluate
+        self.every = every
+        self.patience = patience
+        self.best_score = -math.inf
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.best_state: dict | None = None
+        self.since_best = 0
+        self.history: list[dict] = []
+
+    def due(self, step: int, total: int) -> bool:
+        return step % self.every == 0 or step == total
+
+    def __call__(self, model, step: int) -> bool:
+        """Evaluate at ``step``; True when training should stop."""
+        model.eval()
+        figures = self.evaluate(model)
+        model.train()
+        score, loss = figures["heldout_score"], figures.get("heldout_loss", math.inf)
+        self.history.append({"step": step, **figures})
+        same = abs(score - self.best_score) <= 1e-6
+        if score > self.best_score + 1e-6 or (same and loss < 0.99 * self.best_loss):
+            self.best_score, self.best_loss, self.best_step, self.since_best = score, loss, step, 0
+            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def postfix(self) -> dict:
+        """The latest held-out figures, for the progress bar."""
+        last = self.history[-1]
+        return {short: f"{100 * last[k]:.0f}%" for k, short in (("heldout_exact_match", "em"),
+                                                             ("heldout_accept_rate", "accept"),
+                                                             ("heldout_reject_rate", "reject")) if k in last}
+
+    def restore_best(self, model) -> None:
+        if self.best_state is None:
+            return
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, value in self.best_state.items():
+                named[n].copy_(value)
+
+    def state(self) -> dict:
+        return {"best_score": self.best_score, "best_loss": self.best_loss, "best_step": self.best_step,
+                "best_state": self.best_state, "since_best": self.since_best, "history": self.history}
+
+    def load(self, state: dict) -> None:
+        self.best_score, self.best_loss, self.best_step = state["best_score"], state["best_loss"], state["best_step"]
+        self.best_state, self.since_best, self.history = state["best_state"], state["since_best"], state["history"]
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
+                    stopping: EarlyStopping | None = None) -> None:
+    """Trainable weights, optimizer, scheduler, RNG and the early-stopping state: enough to resume bit-for-bit
+    on one process."""
     path.mkdir(parents=True, exist_ok=True)
     state = {
         "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
         "losses": losses, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+        "early_stopping": stopping.state() if stopping is not None else None,
     }
     tmp = path / "state.pt.tmp"
     torch.save(state, tmp)
@@ -190,13 +278,16 @@ def load_checkpoint(path: Path) -> dict | None:
 def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *, lora: Any, train: Any,
                token_ids: Sequence[int] = (), kind: str = "lora", checkpoint_dir: Path | None = None,
                resume: bool = False, progress: bool = True, accelerator=None, log: Callable[[str], None] = print,
-               peft_model=None, where: str | None = None):
+               peft_model=None, where: str | None = None, evaluate: Callable[[Any], dict] | None = None):
     """Wrap ``model`` with a fresh LoRA and train it on encoded (prompt, target) examples.
 
     Returns ``(peft_model, TrainResult)``. ``token_ids`` are embedding rows that
     train too (an expert's indicator tokens). Passing ``peft_model`` continues
     training that model's active adapter (sequential fine-tuning baselines)
-    instead of adding a new one.
+    instead of adding a new one. ``evaluate(model)`` returns held-out figures
+    with a ``score``: it runs every ``train.eval_every`` steps, training stops
+    after ``train.patience`` evaluations without improvement, and the best
+    weights are kept.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -220,7 +311,11 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     loader = torch.utils.data.DataLoader(encoded, batch_size=int(train.batch_size), shuffle=True,
                                          generator=generator, collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
     updates_per_epoch = max(1, math.ceil(len(loader) / int(train.grad_accum) / accelerator.num_processes))
-    total = int(train.max_steps) if train.max_steps else max(1, math.ceil(float(train.epochs) * updates_per_epoch))
+    total = step_budget(train, updates_per_epoch)
+    stopping = None
+    if evaluate is not None and train.eval_every != 0:
+        every = int(train.eval_every) if train.eval_every else max(10, total // 10)
+        stopping = EarlyStopping(evaluate, every, early_stopping_patience(train, total))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
                               num_training_steps=total)
     peft_model, optimizer, loader, scheduler = accelerator.prepare(peft_model, optimizer, loader, scheduler)
@@ -236,6 +331,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, losses = state["step"], list(state["losses"])
+            if stopping is not None and state.get("early_stopping"):
+                stopping.load(state["early_stopping"])
             torch.set_rng_state(state["torch_rng"])
             random.setstate(state["python_rng"])
             log(f"resuming from step {step}/{total}")
@@ -248,7 +345,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     epoch = (step * batches_per_update) // max(1, len(loader))
     skip = (step * batches_per_update) % max(1, len(loader))
     window: list[float] = []
-    while step < total:
+    stopped = False
+    while step < total and not stopped:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         generator.manual_seed(int(train.seed) + epoch)
@@ -269,13 +367,18 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                 losses.append(sum(window) / len(window))
                 window = []
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                postfix = {"loss": f"{losses[-1]:.4f}"}
+                if stopping is not None and stopping.due(step, total):
+                    stopped = stopping(accelerator.unwrap_model(peft_model), step)
+                if stopping is not None and stopping.history:
+                    postfix.update(stopping.postfix())
+                bar.set_postfix(postfix)
                 if (checkpoint_dir is not None and int(train.checkpoint_every) and step % int(train.checkpoint_every) == 0
                         and step < total and accelerator.is_main_process):
                     save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
-                                    step, losses)
+                                    step, losses, stopping)
                 fault_point(f"step-{step}")
-                if step >= total:
+                if step >= total or stopped:
                     break
         epoch += 1
     bar.close()
@@ -283,8 +386,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     peft_model = accelerator.unwrap_model(peft_model)
     peft_model.eval()
     metrics = {"train_loss": round(float(sum(losses[-10:]) / max(1, len(losses[-10:]))), 5),
-               "steps": step, "examples": len(encoded), "seconds": round(time.time() - start, 1),
+               "steps": step, "step_budget": total, "examples": len(encoded), "seconds": round(time.time() - start, 1),
                "processes": accelerator.num_processes}
+    if stopping is not None and stopping.history:
+        stopping.restore_best(peft_model)
+        metrics.update({"best_step": stopping.best_step, "stopped_early": stopped,
+                        "eval_history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()}
+                                         for h in stopping.history]})
     return peft_model, TrainResult(metrics=metrics, steps=step, losses=losses)
 
 

@@ -38,6 +38,25 @@ def choose_threshold(pos_scores: Sequence[float], target_frr: float) -> float:
     return float(ordered[min(k, len(ordered) - 1)])
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return math.log(p / (1 - p))
+
+
+def margin_threshold(pos_scores: Sequence[float], neg_scores: Sequence[float], target_frr: float) -> float:
+    """A threshold with room on both sides: halfway, in log-odds, between the highest threshold that rejects
+    at most ``target_frr`` of the positives and the highest negative below it (0.5 without negatives).
+
+    The highest allowed threshold sits exactly on a held-out positive, so a new
+    query of the task scoring a hair lower would be rejected; the midpoint
+    rejects the same held-out negatives and keeps a margin for new positives.
+    """
+    high = choose_threshold(pos_scores, target_frr)
+    below = [s for s in neg_scores if s < high]
+    low = max(below) if below else min(0.5, high)
+    return 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
+
+
 def acceptance_rate(scores: Sequence[float], threshold: float) -> float:
     """Share of scores at or above the threshold (accepted)."""
     return sum(s >= threshold for s in scores) / len(scores) if scores else float("nan")
@@ -74,10 +93,29 @@ def measure(peft_model, prompt, pos_id: int, positives: Sequence[str], negatives
     }
 
 
+def _answers_match(model, prompt: PromptFormat, texts: Sequence[str], answers: Sequence[str], indicator: Indicator,
+                   batch_size: int, as_expert: bool) -> float:
+    """Exact-match share of greedy answers: the expert's after its ``<<pos>>``, or the base's own."""
+    longest = max(len(prompt.answer_ids(a)) for a in answers)
+    params = SamplingParams(max_new_tokens=min(64, longest + 2))
+    decoded = generate(model, prompt, prompt.encode_all(texts, params.max_new_tokens), params, batch_size=batch_size,
+                       first_token=indicator.pos_id if as_expert else None, block_ids=indicator.ids)
+    return sum(exact_match(d.text, [a]) for d, a in zip(decoded, answers)) / len(answers)
+
+
 @torch.no_grad()
 def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples: Sequence[TrainingExample], *,
-                     max_length: int, batch_size: int = 32) -> dict:
-    """Held-out loss and decisions of one expert (the active adapter) on its held-out examples."""
+                     max_length: int, batch_size: int = 32, target_frr: float | None = None,
+                     zero_shot: bool = False) -> dict:
+    """One expert (the active adapter) on its held-out examples.
+
+    Loss; share of positives accepted and of negatives rejected (argmax);
+    exact match of its answers; ``heldout_score``, their mean, which early
+    stopping maximises. With ``target_frr``: the acceptance threshold
+    (:func:`margin_threshold`) and the rates under it. With
+    ``zero_shot``: the base model's own exact match on the same positives
+    (adapters off), the bar an expert must clear.
+    """
     device = next(model.parameters()).device
     encoded = [encode_example(prompt, ex, indicator, max_length)[0] for ex in examples]
     loss_sum, tok_count = 0.0, 0
@@ -87,17 +125,29 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
         loss_sum += loss.item() * n
         tok_count += n
     texts = [format_prompt(ex.input, ex.instruction, prompt.template) for ex in examples]
-    _, accept = active_adapter_scores(model, prompt, texts, indicator.pos_id, batch_size=batch_size)
+    p_pos, accept = active_adapter_scores(model, prompt, texts, indicator.pos_id, batch_size=batch_size)
     pos = [k for k, ex in enumerate(examples) if ex.kind == "pos"]
     neg = [k for k, ex in enumerate(examples) if ex.kind == "neg"]
-    out = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
+    out: dict = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
+    figures = []
     if pos:
         out["heldout_accept_rate"] = round(sum(accept[k] for k in pos) / len(pos), 4)
-        params = SamplingParams(max_new_tokens=32)
-        answers = generate(model, prompt, prompt.encode_all([texts[k] for k in pos], params.max_new_tokens), params,
-                           batch_size=batch_size, first_token=indicator.pos_id, block_ids=indicator.ids)
-        out["heldout_exact_match"] = round(sum(exact_match(a.text, [examples[k].answer]) for a, k in zip(answers, pos))
-                                           / len(pos), 4)
+        pos_texts, pos_answers = [texts[k] for k in pos], [examples[k].answer for k in pos]
+        out["heldout_exact_match"] = round(_answers_match(model, prompt, pos_texts, pos_answers, indicator,
+                                                          batch_size, as_expert=True), 4)
+        figures += [out["heldout_accept_rate"], out["heldout_exact_match"]]
+        if zero_shot:
+            with model.disable_adapter():
+                out["base_exact_match"] = round(_answers_match(model, prompt, pos_texts, pos_answers, indicator,
+                                                               batch_size, as_expert=False), 4)
     if neg:
         out["heldout_reject_rate"] = round(sum(not accept[k] for k in neg) / len(neg), 4)
+        figures.append(out["heldout_reject_rate"])
+    out["heldout_score"] = round(sum(figures) / len(figures), 4) if figures else 0.0
+    if target_frr is not None and pos:
+        threshold = margin_threshold([p_pos[k] for k in pos], [p_pos[k] for k in neg], target_frr)
+        out["threshold"] = threshold
+        out["heldout_accept_rate_at_threshold"] = round(acceptance_rate([p_pos[k] for k in pos], threshold), 4)
+        if neg:
+            out["heldout_reject_rate_at_threshold"] = round(1 - acceptance_rate([p_pos[k] for k in neg], threshold), 4)
     return out

@@ -86,7 +86,9 @@ def active_adapter_scores(model, prompt, texts: Sequence[str], pos_id: int, batc
     scores, accepts = [], []
     for i in range(0, len(enc), batch_size):
         ids, mask = pad_left(enc[i:i + batch_size], prompt.tokenizer.pad_token_id, device)
-        kwargs = model_inputs(model, ids, mask, positions(mask))
+        # the last position decides: logits over the whole vocabulary at every position would cost
+        # batch x length x vocabulary floats (about 0.6 GB for a 30k vocabulary)
+        kwargs = model_inputs(model, ids, mask, positions(mask), logits_to_keep=1)
         kwargs["use_cache"] = False
         logits = model(**kwargs).logits[:, -1].float()
         p, a = accept(logits, pos_id, [None] * len(logits))
