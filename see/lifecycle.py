@@ -218,17 +218,24 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
             record = _train_and_commit(store, manifest, name, task, cfg, data, general_source, staged, accelerator,
                                        resume, progress, log, data_info)
         except QualityError:
-            shutil.rmtree(staged, ignore_errors=True)
+            _drop_staged(staged)
             raise
         except BaseException:
             # Keep a resumable checkpoint (see add-expert --resume); drop anything else half-made.
             if main and not (staged / "checkpoint" / "state.pt").is_file():
-                shutil.rmtree(staged, ignore_errors=True)
+                _drop_staged(staged)
             elif main:
                 log(f"interrupted: resume with see add-expert {store.root} --name {name} ... --resume")
             raise
         accelerator.wait_for_everyone()
     return record
+
+
+def _drop_staged(staged: Path) -> None:
+    """Remove a failed add's folder, and ``.staging`` itself when nothing else is in it."""
+    shutil.rmtree(staged, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        staged.parent.rmdir()
 
 
 def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg: DictConfig,

@@ -1,0 +1,57 @@
+"""An expert that did not learn is reported or refused; negatives and thresholds come with no flag."""
+import json
+import subprocess
+import sys
+
+from conftest import family_jsonl, run_see, tree_hash
+
+FAST = ["train.max_steps=6", "train.batch_size=8", "lora.r=4"]
+
+
+def test_an_expert_that_did_not_learn_is_refused_under_min_score(tiny_llama, tmp_path):
+    path = tmp_path / "ens"
+    assert run_see("init", path, "--base", tiny_llama).returncode == 0
+    data = family_jsonl(tmp_path / "antonym.jsonl", "antonym", 60)
+    before = tree_hash(path)
+    r = run_see("add-expert", path, "--name", "antonym", "--data", data, "--no-progress", *FAST,
+                "train.min_score=0.99")
+    assert r.returncode == 3, r.stderr
+    assert "did not learn" in r.stderr and "train.min_score" in r.stderr and "Traceback" not in r.stderr
+    assert tree_hash(path) == before
+
+
+def test_defaults_give_negatives_a_threshold_and_a_warning_off_the_embedded_base(tiny_llama, tmp_path):
+    path = tmp_path / "ens"
+    assert run_see("init", path, "--base", tiny_llama).returncode == 0
+    data = family_jsonl(tmp_path / "antonym.jsonl", "antonym", 60)
+    r = run_see("add-expert", path, "--name", "antonym", "--data", data, "--no-progress", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "warning: expert 'antonym' did not learn" in r.stderr  # 6 steps on a random base learn nothing
+    [expert] = json.loads((path / "manifest.json").read_text())["experts"]
+    m = expert["metrics"]
+    assert m["general_negatives"] == "shipped-pool" and m["reconstruction"]["general"] == 12  # 0.2 x 60
+    assert 0.0 < expert["threshold"] < 1.0 and "base_exact_match" in m
+    listing = run_see("list", path)
+    assert listing.returncode == 0 and "base EM" in listing.stdout and f"{expert['threshold']:.3f}" in listing.stdout
+
+
+def test_argmax_keeps_the_papers_rule(tiny_llama, tmp_path):
+    from see.ensemble import Ensemble
+    from see.lifecycle import add_expert, init_ensemble
+    from see.data import load_task
+
+    path = tmp_path / "ens"
+    init_ensemble(path, base=str(tiny_llama), overrides=["routing.threshold=argmax"], log=lambda m: None)
+    add_expert(path, "antonym", load_task(family_jsonl(tmp_path / "a.jsonl", "antonym", 40)), overrides=FAST,
+               progress=False, log=lambda m: None)
+    ens = Ensemble.load(path)
+    assert ens.manifest.experts[0].threshold is None and ens.thresholds() == {"antonym": None}
+
+
+def test_shipped_negatives_pool_is_what_its_builder_writes():
+    r = subprocess.run([sys.executable, "-m", "see.negatives.build_pool", "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from see.negatives import general_pool
+
+    pool = general_pool()
+    assert len(pool) == len({x for _, x in pool}) >= 600
