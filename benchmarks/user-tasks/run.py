@@ -280,8 +280,8 @@ def evaluate(cli: Cli, work: Path, entries: list[dict], listing: dict, state: di
             state["reused"].append(f"eval {task['name']}")
         else:
             log(f"[eval] {kind} {task['name']} ...")
-            report, result = cli.json(["eval", str(work / "ensemble"), "--data", str(path), "--json", *field_flags(task)],
-                                      f"eval-{task['name']}")
+            cmd = ["eval", str(work / "ensemble"), "--data", str(path), "--json", *field_flags(task)]
+            report, result = cli.json(cmd, f"eval-{task['name']}")
             cached = {"report": report, "seconds": result["seconds"], "peak_rss_bytes": result["peak_rss_bytes"]}
             state["evals"][key] = cached
             state["did"].append(f"eval {task['name']}")
@@ -314,6 +314,7 @@ def summarise(tasks, ood, listing, evals, ood_evals, state, failed, base) -> dic
             "add_seconds": added.get("seconds"), "add_cpu_seconds": added.get("cpu_seconds"),
             "add_loadavg_1m": added.get("loadavg_1m"), "add_peak_rss_bytes": added.get("peak_rss_bytes"),
             "add_rc": added.get("rc"), "add_command": added.get("command"),
+            "add_error": added.get("stderr_tail", "").strip()[-600:] if added.get("rc") else None,
             "train_metrics": metrics.get(name, {}).get("metrics"),
             "eval_seconds": evals.get(name, {}).get("seconds"),
         })
@@ -394,8 +395,10 @@ def write_report(out: Path, results: dict) -> None:
                      "given beside them.")
     lines.append("")
     if s["failed"]:
+        error = next(r["add_error"] for r in s["tasks"] if r["task"] == s["failed"])
         lines += [f"**add-expert failed on `{s['failed']}`**; later tasks were not added. "
-                  "Targets are not judged on an incomplete run.", ""]
+                  "Targets are not judged on an incomplete run. Its error:", "",
+                  "```", error or "(no output)", "```", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in s["targets"]:
         met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
