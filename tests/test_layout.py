@@ -177,3 +177,12 @@ def test_parser_maps_flags_by_name(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "calibrate", (record, summary))
     assert cli.main(["calibrate", "/x", "--json", "--target-fpr", "0.2"]) == 0
     assert seen == {"dir": Path("/x"), "target_frr": 0.2, "json_out": True}
+
+
+def test_top_p_zero_samples_the_most_likely_token():
+    from see.engine.decode import SamplingParams, _choose
+
+    logits = torch.log(torch.tensor([[0.1, 0.7, 0.2]]))
+    generator = torch.Generator().manual_seed(0)
+    params = SamplingParams(temperature=1.0, top_p=0.0)
+    assert {int(_choose(logits, params, generator)) for _ in range(20)} == {1}

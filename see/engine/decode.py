@@ -114,6 +114,7 @@ def _choose(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Te
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
+        keep[..., 0] = True  # the most likely token always stays: top_p=0 means greedy, not an empty set
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
         probs = probs / probs.sum(-1, keepdim=True)
