@@ -199,6 +199,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     with lock:
         manifest = check_new_expert(store, name)  # another writer may have finished while we waited
         staged = store.root / STAGING / name
+        made_staging = not staged.parent.exists()
         if main:
             store.clean_orphans(manifest, keep=staged if resume else None)
             if not resume:
@@ -218,12 +219,12 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
             record = _train_and_commit(store, manifest, name, task, cfg, data, general_source, staged, accelerator,
                                        resume, progress, log, data_info)
         except QualityError:
-            _drop_staged(staged)
+            _drop_staged(staged, made_staging)
             raise
         except BaseException:
             # Keep a resumable checkpoint (see add-expert --resume); drop anything else half-made.
             if main and not (staged / "checkpoint" / "state.pt").is_file():
-                _drop_staged(staged)
+                _drop_staged(staged, made_staging)
             elif main:
                 log(f"interrupted: resume with see add-expert {store.root} --name {name} ... --resume")
             raise
@@ -231,11 +232,12 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     return record
 
 
-def _drop_staged(staged: Path) -> None:
-    """Remove a failed add's folder, and ``.staging`` itself when nothing else is in it."""
+def _drop_staged(staged: Path, made_staging: bool) -> None:
+    """Remove a failed add's folder, and ``.staging`` itself when this add created it and it is empty."""
     shutil.rmtree(staged, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        staged.parent.rmdir()
+    if made_staging:
+        with contextlib.suppress(OSError):
+            staged.parent.rmdir()
 
 
 def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg: DictConfig,

@@ -181,12 +181,12 @@ def step_budget(train: Any, updates_per_epoch: int) -> int:
     return min(int(train.max_auto_steps), max(int(train.min_steps), 3 * updates_per_epoch))
 
 
-def early_stopping_patience(train: Any, total: int) -> int:
+def early_stopping_patience(train: Any) -> int | None:
     """Evaluations without improvement before stopping: ``train.patience``, else 3 under the auto budget;
-    an explicit budget (``epochs``/``max_steps``) trains to its end."""
+    None: an explicit budget (``epochs``/``max_steps``) trains to its end and keeps its last weights."""
     if train.patience is not None:
-        return int(train.patience) or total + 1
-    return 3 if train.epochs == "auto" and not train.max_steps else total + 1
+        return int(train.patience) or None
+    return 3 if train.epochs == "auto" and not train.max_steps else None
 
 
 class EarlyStopping:
@@ -198,7 +198,7 @@ class EarlyStopping:
     after the loss starts falling, and stopping there would stop too soon.
     """
 
-    def __init__(self, evaluate: Callable[[Any], dict], every: int, patience: int):
+    def __init__(self, evaluate: Callable[[Any], dict], every: int, patience: int | None):
         self.evaluate = evaluate
         self.every = every
         self.patience = patience
@@ -225,7 +225,7 @@ class EarlyStopping:
             self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         else:
             self.since_best += 1
-        return self.since_best >= self.patience
+        return self.patience is not None and self.since_best >= self.patience
 
     def postfix(self) -> dict:
         """The latest held-out figures, for the progress bar."""
@@ -235,7 +235,8 @@ class EarlyStopping:
                                                              ("heldout_reject_rate", "reject")) if k in last}
 
     def restore_best(self, model) -> None:
-        if self.best_state is None:
+        """Back to the best evaluation's weights; without patience (an explicit budget) the last ones stay."""
+        if self.best_state is None or self.patience is None:
             return
         named = dict(model.named_parameters())
         with torch.no_grad():
@@ -315,7 +316,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     stopping = None
     if evaluate is not None and train.eval_every != 0:
         every = int(train.eval_every) if train.eval_every else max(10, total // 10)
-        stopping = EarlyStopping(evaluate, every, early_stopping_patience(train, total))
+        stopping = EarlyStopping(evaluate, every, early_stopping_patience(train))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
                               num_training_steps=total)
     peft_model, optimizer, loader, scheduler = accelerator.prepare(peft_model, optimizer, loader, scheduler)
