@@ -155,7 +155,19 @@ def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | Non
         if manifest.base.ref == EMBEDDED:
             return generated_negatives(max(want, 50), seed=seed), "embedded-pool"
         return general_pool(), "shipped-pool"
-    return load_queries(source, input_field=cfg.data.input_field), str(source)
+    return _negatives_file(source, cfg.data.input_field), str(source)
+
+
+def _negatives_file(source: str, task_field: str) -> list[tuple[str | None, str]]:
+    """A user's negatives file: its ``input`` field, or the task's input field when that is what it has."""
+    for field in dict.fromkeys(("input", task_field)):
+        try:
+            return load_queries(source, input_field=field)
+        except DataError as err:
+            if err.field != field:
+                raise
+            missing = err
+    raise missing
 
 
 def _rehearsal(store: EnsembleStore, manifest: Manifest) -> RehearsalBuffer:

@@ -55,3 +55,18 @@ def test_shipped_negatives_pool_is_what_its_builder_writes():
 
     pool = general_pool()
     assert len(pool) == len({x for _, x in pool}) >= 600
+
+
+def test_a_negatives_file_is_read_by_its_own_input_field(tiny_llama, tmp_path):
+    """The task's CSV says `question`; the negatives file says `input` (or, as before, the task's field)."""
+    path = tmp_path / "ens"
+    assert run_see("init", path, "--base", tiny_llama).returncode == 0
+    data = tmp_path / "t.csv"
+    data.write_text("question,answer\n" + "".join(f"what is {i} plus one,{i + 1}\n" for i in range(20)))
+    negatives = tmp_path / "neg.jsonl"
+    negatives.write_text("".join(json.dumps({"input": f"tell me a story number {i}"}) + "\n" for i in range(20)))
+    r = run_see("add-expert", path, "--name", "plus", "--data", data, "--input-field", "question",
+                "--output-field", "answer", "--negatives", negatives, "--no-progress", *FAST)
+    assert r.returncode == 0, r.stderr
+    [expert] = json.loads((path / "manifest.json").read_text())["experts"]
+    assert expert["metrics"]["reconstruction"]["general"] == 4
