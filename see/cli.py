@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Optional, Sequence
 
 from see.config import EXPERT_KINDS, FORMATS, ROUTING_MODES, load_config
 from see.errors import ConfigError, SeeError
+from see.jsonio import strict_json
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def ask(dir: Dir,
     results = ens.generate(list(queries), max_new_tokens=max_new_tokens, threshold=threshold, mode=mode)
     for r in results:
         if json_out:
-            print(json.dumps(r.to_json()))
+            print(strict_json(r.to_json()))
         else:
             who = f"expert {r.expert}" if r.expert else "fallback"
             print(f"{r.answer}\t[{who}]" if len(results) == 1 else f"{r.query!r} -> {r.answer}\t[{who}]")
@@ -180,7 +181,7 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
                      "adapter_bytes": _adapter_size(store.root / rec.path), "threshold": rec.threshold,
                      "created": rec.created, "metrics": rec.metrics})
     if json_out:
-        print(json.dumps({"base": manifest.base.ref, "fallback": manifest.fallback, "experts": rows}, indent=2))
+        print(strict_json({"base": manifest.base.ref, "fallback": manifest.fallback, "experts": rows}, indent=2))
         return 0
     print(f"base: {manifest.base.ref}   fallback: {manifest.fallback or 'base (adapters off)'}")
     if not rows:
@@ -215,7 +216,7 @@ def eval_data(dir: Dir, data: Annotated[str, Arg("data file or folder")], format
     report = ens.evaluate(task, max_new_tokens=max_new_tokens, progress=not json_out)
     report.pop("results")
     if json_out:
-        print(json.dumps(report, indent=2))
+        print(strict_json(report, indent=2))
         return 0
     print(f"{task.name}: {report['examples']} examples, exact match {100 * report['score']:.1f}%")
     for name, share in report["routed"].items():
@@ -237,7 +238,7 @@ def calibrate(dir: Dir,
         raise ConfigError(f"--target-frr must be in [0, 1), got {target_frr}", field="target-frr")
     rows = store_thresholds(dir, target_frr, log=lambda m: print(m, file=sys.stderr))
     if json_out:
-        print(json.dumps(rows, indent=2))
+        print(strict_json(rows, indent=2))
         return 0
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     print(f"{'expert':<20} {'threshold':>9}  {'own accepted (argmax -> threshold)':>36}  "
@@ -247,6 +248,48 @@ def calibrate(dir: Dir,
               f"{pct(r['accept_own_after']):<15}  {pct(r['reject_neg_before']):>21} -> {pct(r['reject_neg_after'])}")
     print(f"stored {len(rows)} threshold(s) in {dir}/manifest.json")
     return 0
+
+
+@command("remove", "remove an expert (its rehearsal stays, so later experts stay valid)")
+def remove(dir: Dir, name: Annotated[str, Arg("expert to remove", positional=True)],
+           no_wait: Annotated[bool, Arg("fail at once if another process is writing")] = False) -> int:
+    """Take an expert out of the ensemble, atomically and under the writer lock. Its adapter folder moves to
+    DIR/.quarantine (delete it yourself when sure); its rehearsal queries stay in DIR/retired, so later experts
+    keep rejecting that task and its queries reach the fallback."""
+    from see.lifecycle import remove_expert
+
+    remove_expert(dir, name, wait=not no_wait)
+    return 0
+
+
+#: Exit code of ``see doctor`` when it found a problem that is still there (0: none, or all repaired).
+DOCTOR_PROBLEMS = 4
+
+
+@command("doctor", "check an ensemble, and repair with --fix")
+def doctor(dir: Dir, fix: Annotated[bool, Arg("repair what can be repaired safely: move orphans and leftovers "
+                                              "to DIR/.quarantine, fix file modes")] = False,
+           check_base: Annotated[bool, Arg("skip loading the base model to check its fingerprint",
+                                           flags=("--no-base-check",))] = True,
+           json_out: JsonOut = False) -> int:
+    """Check the manifest, adapter hashes, rehearsal and held-out files, orphan folders, leftovers of
+    interrupted runs, links, permissions and the base model. Changes nothing unless --fix; never deletes a file
+    that is not see's own temporary file. Exit 0 when healthy, 4 when a problem remains."""
+    import dataclasses
+
+    from see.lifecycle import doctor as check
+
+    findings = check(dir, fix=fix, check_base=check_base)
+    remaining = [f for f in findings if f.severity == "error" and not f.fixed]
+    if json_out:
+        print(strict_json({"healthy": not remaining, "findings": [dataclasses.asdict(f) for f in findings]},
+                          indent=2))
+    else:
+        for f in findings:
+            state = " [fixed]" if f.fixed else (" [--fix repairs it]" if f.fixable else "")
+            print(f"{f.severity}: {f.path}: {f.problem}{state}")
+        print(f"{dir}: " + ("healthy" if not remaining else f"{len(remaining)} problem(s)"))
+    return DOCTOR_PROBLEMS if remaining else 0
 
 
 @command("bench", "continual-learning benchmark: SEE against every baseline")
@@ -418,9 +461,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"see {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # a full disk, a read-only filesystem, a forbidden or missing file: the environment, not a bug; every
+        # writer cleans up what it made before the error gets here
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"see {args.command}: error: {where}{exc.strerror or exc}\n  hint: {_os_hint(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the ensemble is unchanged unless a command said it finished", file=sys.stderr)
         return 130
+
+
+def _os_hint(exc: OSError) -> str:
+    import errno
+
+    return {errno.ENOSPC: "free some disk space and run the command again; the ensemble is unchanged",
+            errno.EROFS: "the filesystem is read-only: copy the ensemble somewhere writable to change it",
+            errno.EACCES: "check the file's permissions and owner", errno.EPERM: "check the file's permissions"
+            }.get(exc.errno, "nothing was changed in the ensemble; run the command again once this is fixed")
 
 
 if __name__ == "__main__":

@@ -59,3 +59,7 @@ class QualityError(SeeError):
     """An expert that did not learn its task well enough to be added (``train.min_score``)."""
 
     exit_code = 3
+
+
+class TrainingError(SeeError):
+    """Training that cannot produce a usable expert (a loss or weight that is NaN or infinite)."""

@@ -9,8 +9,10 @@ training -> store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +26,7 @@ from see.data import Task, load_queries
 from see.embedded import EMBEDDED
 from see.embedded.families import general_negatives as generated_negatives
 from see.ensemble import Ensemble
-from see.errors import ConfigError, DataError, QualityError, StoreError
+from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
 from see.experts.training import check_lengths, mixed_precision, train_expert
 from see.loading import ensemble_tokenizer, load_base, prompt_format
@@ -33,8 +35,9 @@ from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm,
 from see.negatives import general_pool
 from see.prompt import Indicator
 from see.routing import calibration
-from see.store import (STAGING, BaseRecord, EnsembleStore, ExpertRecord, Manifest, fault_point, file_sha256, now,
-                       read_queries, validate_name, write_jsonl, write_queries)
+from see.store import (LOCK, QUARANTINE, RETIRED, STAGING, BaseRecord, EnsembleStore, ExpertRecord, Manifest, umask,
+                       fault_point, file_sha256, now, read_jsonl, read_queries, set_mode, validate_name, write_jsonl,
+                       write_queries)
 
 Log = Callable[[str], None]
 
@@ -60,8 +63,8 @@ def init_ensemble(path: str | Path, base: str | None = None, fallback: str | Non
     if store.exists():
         raise StoreError("already an ensemble (manifest.json exists)", file=root,
                          hint="pick a new directory, or add experts to this one with see add-expert")
-    if root.is_dir() and any(p.name not in ("tokenizer", STAGING, ".lock") for p in root.iterdir()):
-        raise StoreError("directory is not empty", file=root, hint="see init needs a new or empty directory")
+    if root.is_dir():
+        _check_init_leftovers(root)
     quiet_transformers()
     model_cfg = typed(cfg, "model")
     base_ref = resolve_model_ref(model_cfg.base)
@@ -77,25 +80,70 @@ def init_ensemble(path: str | Path, base: str | None = None, fallback: str | Non
         fallback_ref = fb.stored
     prompt_cfg = typed(cfg, "prompt")
     pos_id, neg_id = add_indicator_tokens(tokenizer, prompt_cfg.pos_token, prompt_cfg.neg_token)
+    made_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with store.lock():
-        if store.exists():
-            raise StoreError("already an ensemble (manifest.json exists)", file=root)
-        staged = root / STAGING / "init-tokenizer"
-        shutil.rmtree(staged, ignore_errors=True)
-        staged.mkdir(parents=True)
-        tokenizer.save_pretrained(staged)
-        shutil.rmtree(store.tokenizer_dir, ignore_errors=True)
-        os.rename(staged, store.tokenizer_dir)
-        shutil.rmtree(root / STAGING, ignore_errors=True)
-        manifest = Manifest(
-            base=BaseRecord(base_ref.stored, fingerprint, model.config.model_type, base_vocab),
-            fallback=fallback_ref, model=model_cfg, prompt=prompt_cfg, routing=typed(cfg, "routing"),
-            indicator=Indicator(prompt_cfg.pos_token, prompt_cfg.neg_token, pos_id, neg_id), see_version=__version__)
-        store.write(manifest)
+    made_lock = not (root / LOCK).exists()
+    try:
+        with store.lock():
+            _check_init_leftovers(root)  # under the lock: another init may have started meanwhile
+            made_staging = not (root / STAGING).exists()
+            staged = root / STAGING / INIT_STAGING
+            shutil.rmtree(staged, ignore_errors=True)  # ours: _check_init_leftovers found our marker in it
+            staged.mkdir(parents=True)
+            (staged / INIT_MARKER).touch()
+            fault_point("tokenizer-save", staged / "tokenizer.json")
+            tokenizer.save_pretrained(staged)
+            shutil.rmtree(store.tokenizer_dir, ignore_errors=True)  # ours too, or absent
+            os.rename(staged, store.tokenizer_dir)
+            if made_staging:
+                with contextlib.suppress(OSError):
+                    (root / STAGING).rmdir()
+            manifest = Manifest(
+                base=BaseRecord(base_ref.stored, fingerprint, model.config.model_type, base_vocab),
+                fallback=fallback_ref, model=model_cfg, prompt=prompt_cfg, routing=typed(cfg, "routing"),
+                indicator=Indicator(prompt_cfg.pos_token, prompt_cfg.neg_token, pos_id, neg_id),
+                see_version=__version__)
+            store.write(manifest)
+    except BaseException:
+        if not store.exists():  # a failed init leaves what it found, and nothing of its own
+            for made in (root / STAGING / INIT_STAGING, store.tokenizer_dir):
+                if (made / INIT_MARKER).is_file():
+                    shutil.rmtree(made, ignore_errors=True)
+            for made, ours in ((root / STAGING, True), (root / LOCK, made_lock), (root, made_root)):
+                if ours:
+                    with contextlib.suppress(OSError):
+                        made.unlink() if made.name == LOCK else made.rmdir()
+        raise
     log(f"initialised ensemble {root} on base '{manifest.base.ref}' "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     return manifest
+
+
+#: Written into the tokenizer folder as init makes it: the proof that a leftover folder is init's own.
+INIT_MARKER = ".see-init"
+INIT_STAGING = "init-tokenizer"
+
+
+def _check_init_leftovers(root: Path) -> None:
+    """Init may reuse a folder that holds nothing, or only what an interrupted ``see init`` left behind.
+
+    Anything else, even a folder named ``tokenizer`` or ``.staging``, is the
+    user's, and init never deletes what it did not make.
+    """
+    foreign = []
+    for p in root.iterdir():
+        if p.name == LOCK and p.is_file():
+            continue
+        if p.name == "tokenizer" and p.is_dir() and not p.is_symlink() and (p / INIT_MARKER).is_file():
+            continue
+        if p.name == STAGING and p.is_dir() and not p.is_symlink() and all(
+                q.name == INIT_STAGING and q.is_dir() and (q / INIT_MARKER).is_file() for q in p.iterdir()):
+            continue
+        foreign.append(p.name + ("/" if p.is_dir() else ""))
+    if foreign:
+        raise StoreError(f"directory is not empty: it holds {', '.join(sorted(foreign)[:5])}"
+                         + (" ..." if len(foreign) > 5 else ""), file=root,
+                         hint="see init needs a new or empty directory, and never deletes files it did not make")
 
 
 # ----------------------------------------------------------------------------- config and checks
@@ -122,9 +170,10 @@ def check_new_expert(store: EnsembleStore, name: str) -> Manifest:
     """The ensemble's manifest, after checking that ``name`` is a valid, unused expert name."""
     manifest = store.read()
     validate_name(name)
-    if manifest.expert(name):
-        raise StoreError(f"an expert named '{name}' already exists", file=store.manifest_path, field="name",
-                         hint="choose another --name")
+    if same := manifest.expert_like(name):
+        clash = "" if same.name == name else " (names differ only in case, which macOS and Windows treat as one)"
+        raise StoreError(f"an expert named '{same.name}' already exists{clash}", file=store.manifest_path,
+                         field="name", hint="choose another --name")
     return manifest
 
 
@@ -174,6 +223,8 @@ def _rehearsal(store: EnsembleStore, manifest: Manifest) -> RehearsalBuffer:
     buffer = RehearsalBuffer()
     for rec in manifest.experts:
         buffer.add(rec.name, read_queries(store.root / rec.path / "rehearsal.jsonl"))
+    for gone in manifest.retired:  # a removed task's queries should still reach the fallback, not a new expert
+        buffer.add(f"{gone['name']} (removed)", read_queries(store.root / gone["rehearsal"]))
     return buffer
 
 
@@ -210,16 +261,17 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     lock = store.lock(wait=wait, message=log) if main else contextlib.nullcontext()
     with lock:
         manifest = check_new_expert(store, name)  # another writer may have finished while we waited
+        if main:
+            store.check_writable()
+        rehearsal = _rehearsal(store, manifest)  # a damaged rehearsal file stops the add before anything is made
         staged = store.root / STAGING / name
         made_staging = not staged.parent.exists()
         if main:
-            store.clean_orphans(manifest, keep=staged if resume else None)
-            if not resume:
-                shutil.rmtree(staged, ignore_errors=True)
-            staged.mkdir(parents=True, exist_ok=True)
+            store.set_aside_orphans(manifest, message=log)
+            _prepare_staging(store, staged, name, resume, log)
         accelerator.wait_for_everyone()
 
-        data = reconstruct(task, _rehearsal(store, manifest), general, cfg.reconstruction,
+        data = reconstruct(task, rehearsal, general, cfg.reconstruction,
                            float(cfg.train.eval_fraction), int(cfg.train.eval_max), seed)
         if main:
             counts = count_by_origin(data.train)
@@ -242,6 +294,23 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
             raise
         accelerator.wait_for_everyone()
     return record
+
+
+def _prepare_staging(store: EnsembleStore, staged: Path, name: str, resume: bool, log: Log) -> None:
+    """``.staging/<name>`` for this add. Other names' folders are left alone: they hold their own checkpoints.
+
+    A folder left by an earlier, interrupted add of the same name is resumed
+    with ``--resume`` and otherwise moved to the quarantine, never deleted.
+    """
+    has_checkpoint = (staged / "checkpoint" / "state.pt").is_file()
+    if resume and not has_checkpoint:
+        log(f"nothing to resume for '{name}': no checkpoint in {staged / 'checkpoint'} (train.checkpoint_every=0, "
+            "or the run was stopped before its first checkpoint); training from the start")
+    if staged.exists() and not (resume and has_checkpoint):
+        dest = store.quarantine(staged)
+        log(f"moved the folder of an earlier, interrupted add of '{name}' to {dest}"
+            + ("; pass --resume to continue from its checkpoint instead" if has_checkpoint else ""))
+    staged.mkdir(parents=True, exist_ok=True)
 
 
 def _drop_staged(staged: Path, made_staging: bool) -> None:
@@ -276,6 +345,11 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
         if cfg.routing.threshold in ("auto", None):  # "argmax" or a number: the user chose the rule
             threshold = result.metrics.get("threshold")
         _quality_gate(name, result.metrics, cfg, log)
+    bad = [n for n, w in peft_model.named_parameters() if w.requires_grad and not torch.isfinite(w).all()]
+    if bad:
+        raise TrainingError(f"training produced non-finite weights ({bad[0]}{' and others' if len(bad) > 1 else ''}); "
+                            "the expert was not added", field="train.lr", hint="lower train.lr")
+    fault_point("adapter-save", staged / "adapter_model.safetensors")
     peft_model.save_pretrained(staged, save_embedding_layers=False)
     fault_point("adapter-saved")
     shutil.rmtree(staged / "checkpoint", ignore_errors=True)
@@ -291,7 +365,8 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
     record = ExpertRecord(name=name, path=f"experts/{name}", created=now(),
                           config={k: v for k, v in to_dict(cfg).items() if k not in ENSEMBLE_SECTIONS},
                           data=data_record, metrics=metrics, threshold=threshold,
-                          extra={"base_fingerprint": manifest.base.fingerprint})
+                          extra={"base_fingerprint": manifest.base.fingerprint,
+                                 "adapter_sha256": file_sha256(staged / "adapter_model.safetensors")})
     store.commit_expert(manifest, record, staged)
     return record
 
@@ -323,6 +398,162 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
         raise QualityError(f"expert '{name}' reached held-out exact match {100 * (em or 0):.1f}%, below "
                            f"train.min_score={floor}; it was not added", field="train.min_score",
                            hint="the ensemble is unchanged; see the warning above for what to change")
+
+
+# ----------------------------------------------------------------------------- remove and doctor
+
+def remove_expert(path: str | Path, name: str, wait: bool = True, log: Log = _stderr) -> Path:
+    """Take an expert out of the ensemble, atomically, under the writer lock.
+
+    Its rehearsal queries are kept (``retired/``, listed in the manifest):
+    later experts were trained to reject them and are recalibrated against
+    them, and experts added from now on learn to reject them too, so the
+    removed task's queries go to the fallback. The adapter folder is moved to
+    ``.quarantine/`` (delete it yourself when sure). Returns where it went.
+    """
+    store = EnsembleStore(path)
+    manifest = store.read()
+    with store.lock(wait=wait, message=log):
+        manifest = store.read()
+        rec = manifest.expert(name)
+        if rec is None:
+            raise StoreError(f"no expert named '{name}'", file=store.manifest_path, field="name",
+                             hint="experts: " + (", ".join(e.name for e in manifest.experts) or "none"))
+        kept = read_queries(store.root / rec.path / "rehearsal.jsonl")
+        n = sum(r["name"] == name for r in manifest.retired)
+        rel = f"{RETIRED}/{name}{'.' + str(n + 1) if n else ''}.jsonl"
+        (store.root / RETIRED).mkdir(exist_ok=True)
+        staged = store.root / RETIRED / f".{Path(rel).name}.tmp"
+        write_queries(staged, kept)
+        os.replace(staged, store.root / rel)
+        fault_point("remove-rehearsal-kept")
+        retired = [*manifest.retired, {"name": name, "rehearsal": rel, "created": rec.created, "removed": now(),
+                                       "examples": rec.data.get("examples")}]
+        try:
+            store.write(dataclasses.replace(manifest, experts=[e for e in manifest.experts if e is not rec],
+                                            retired=retired))
+        except BaseException:
+            (store.root / rel).unlink(missing_ok=True)  # made by this run, and listed nowhere
+            with contextlib.suppress(OSError):
+                (store.root / RETIRED).rmdir()
+            raise
+        fault_point("remove-manifest-written")
+        dest = store.quarantine(store.root / rec.path)
+    log(f"removed expert '{name}'; its adapter folder is in {dest} (delete it when sure), its rehearsal queries "
+        f"stay in {store.root / rel}")
+    return dest
+
+
+@dataclasses.dataclass
+class Finding:
+    """One thing ``see doctor`` found: what, where, whether ``--fix`` repairs it, and whether it did."""
+
+    problem: str
+    path: str
+    fixable: bool = False
+    fixed: bool = False
+    severity: str = "error"  # "error": the ensemble is damaged or at risk; "note": harmless, worth knowing
+
+
+def doctor(path: str | Path, fix: bool = False, check_base: bool = True, log: Log = _stderr) -> list[Finding]:
+    """Check an ensemble: manifest schema, adapter files and hashes, rehearsal and held-out files, orphans,
+    leftovers of interrupted runs, links, permissions and the base model. Repairs only with ``fix``; a repair
+    moves things to ``.quarantine/`` or sets modes, and never deletes a user's file."""
+    store = EnsembleStore(path)
+    out: list[Finding] = []
+    try:
+        manifest = store.read()
+    except StoreError as err:
+        return [Finding(f"the ensemble cannot be read: {err.reason}", err.file or str(store.root))]
+    lock = store.lock(wait=False) if fix else contextlib.nullcontext()
+    with lock:
+        for rec in manifest.experts:
+            folder = store.root / rec.path
+            recorded = rec.extra.get("adapter_sha256")
+            weights = folder / "adapter_model.safetensors"
+            if recorded and file_sha256(weights) != recorded:
+                out.append(Finding(f"expert '{rec.name}': adapter weights differ from the hash recorded when it was "
+                                   "added (changed or damaged on disk)", str(weights)))
+            elif not recorded:
+                out.append(Finding(f"expert '{rec.name}': no adapter hash recorded (added by an older see); "
+                                   "its weights cannot be verified", str(weights), severity="note"))
+            for kind in ("rehearsal.jsonl", "heldout.jsonl"):
+                try:
+                    read_jsonl(folder / kind)
+                except StoreError as err:
+                    out.append(Finding(f"expert '{rec.name}': {kind} {err.reason}"
+                                       + (f" (line {err.line})" if err.line else ""), str(folder / kind)))
+        for gone in manifest.retired:
+            try:
+                read_jsonl(store.root / gone["rehearsal"])
+            except StoreError as err:
+                out.append(Finding(f"removed expert '{gone['name']}': kept rehearsal {err.reason}",
+                                   str(store.root / gone["rehearsal"])))
+        for orphan in store.orphans(manifest):
+            f = Finding("folder in experts/ that the manifest does not list (not an expert)", str(orphan),
+                        fixable=True)
+            if fix:
+                f.path, f.fixed = f"{orphan} -> {store.quarantine(orphan)}", True
+            out.append(f)
+        staging = store.root / STAGING
+        if staging.is_dir():
+            for left in sorted(staging.iterdir()):
+                resumable = (left / "checkpoint" / "state.pt").is_file()
+                f = Finding("leftover of an interrupted add" + (" with a checkpoint (continue it with see "
+                            f"add-expert --name {left.name} --resume)" if resumable else ""), str(left),
+                            fixable=not resumable, severity="note")
+                if fix and not resumable:
+                    f.path, f.fixed = f"{left} -> {store.quarantine(left)}", True
+                out.append(f)
+        for tmp in store.root.glob(".manifest.json.*.tmp"):
+            f = Finding("unfinished manifest write (a crashed writer)", str(tmp), fixable=True, severity="note")
+            if fix:
+                tmp.unlink(missing_ok=True)
+                f.fixed = True
+            out.append(f)
+        out += _permission_findings(store, fix)
+        quarantined = store.root / QUARANTINE
+        if quarantined.is_dir() and any(quarantined.iterdir()):
+            out.append(Finding(f"{sum(1 for _ in quarantined.iterdir())} item(s) set aside in quarantine; see "
+                               "never deletes them: look, then delete what you do not need", str(quarantined),
+                               severity="note"))
+    if check_base:
+        out += _base_findings(manifest)
+    return out
+
+
+def _permission_findings(store: EnsembleStore, fix: bool) -> list[Finding]:
+    """Files the owner cannot read, or that other users cannot read while the ensemble folder lets them in."""
+    out = []
+    shared = store.root.stat().st_mode & 0o005 == 0o005
+    for p in sorted(store.root.rglob("*")):
+        if QUARANTINE in p.relative_to(store.root).parts[:1] or p.name == LOCK:
+            continue
+        if p.is_symlink():
+            out.append(Finding("symbolic link inside the ensemble (see reads only files inside it)", str(p)))
+            continue
+        mode = p.stat().st_mode
+        need = (0o500 if p.is_dir() else 0o400) | ((0o005 if p.is_dir() else 0o004) if shared else 0)
+        if mode & need != need:
+            f = Finding(f"permissions {stat.filemode(mode)}: " + ("the owner cannot read it" if not mode & 0o400
+                        else "other users who can open the ensemble cannot read it"), str(p), fixable=True)
+            if fix:
+                set_mode(p) if not p.is_dir() else os.chmod(p, 0o777 & ~umask())
+                f.fixed = True
+            out.append(f)
+    return out
+
+
+def _base_findings(manifest: Manifest) -> list[Finding]:
+    try:
+        ref = resolve_model_ref(manifest.base.ref)
+        model = load_causal_lm(ref, "float32", manifest.model.trust_remote_code, manifest.model.allow_pickle)
+    except SeeError as err:
+        return [Finding(f"the base model cannot be loaded: {err.reason}", manifest.base.ref)]
+    if manifest.base.fingerprint and base_fingerprint(model) != manifest.base.fingerprint:
+        return [Finding("the base model's weights changed since the ensemble was made; the experts were trained "
+                        "on other weights", manifest.base.ref)]
+    return []
 
 
 # ----------------------------------------------------------------------------- calibrate

@@ -33,7 +33,24 @@ def template_tail(template: str) -> str:
 
 
 def query_parts(query: Query) -> tuple[str | None, str]:
-    """(instruction, input) of any accepted query form."""
+    """(instruction, input) of any accepted query form, checked to be encodable text."""
+    instruction, text = _query_parts(query)
+    for part, name in ((instruction, "instruction"), (text, "query")):
+        if part is None:
+            continue
+        if not isinstance(part, str):
+            raise DataError(f"the {name} must be a string, got {type(part).__name__}", field=name)
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # a byte that is not UTF-8, passed on a command line, arrives as a lone surrogate
+            raise DataError(f"the {name} is not valid UTF-8 text (character {exc.start + 1}: "
+                            f"{part[exc.start]!r})", field=name,
+                            hint="pass the text in UTF-8, or put queries in a UTF-8 file") from None
+    return instruction, text
+
+
+def _query_parts(query: Query) -> tuple[str | None, str]:
     if isinstance(query, str):
         return None, query
     if isinstance(query, tuple) and len(query) == 2 and isinstance(query[1], str):
@@ -65,6 +82,11 @@ class Indicator:
         return self.pos_id, self.neg_id
 
 
+#: Text is tokenized as text: a query (or answer) holding the literal "<<pos>>", or any other special token's
+#: spelling, must never produce that token's id, or a user could force an expert's decision.
+PLAIN = {"split_special_tokens": True}
+
+
 class PromptFormat:
     """The template, the tokenizer and the context limit of one model.
 
@@ -91,10 +113,10 @@ class PromptFormat:
         """Token ids of a prompt text, cut to fit ``max_new_tokens`` more tokens in the context."""
         tok = self.tokenizer
         if self.tail and text.endswith(self.tail):
-            head = self._without_closing_special(tok(text[: len(text) - len(self.tail)])["input_ids"])
-            ids = head + tok(self.tail, add_special_tokens=False)["input_ids"]
+            head = self._without_closing_special(tok(text[: len(text) - len(self.tail)], **PLAIN)["input_ids"])
+            ids = head + tok(self.tail, add_special_tokens=False, **PLAIN)["input_ids"]
         else:
-            ids = self._without_closing_special(tok(text)["input_ids"])
+            ids = self._without_closing_special(tok(text, **PLAIN)["input_ids"])
         return self.truncate(ids, self.limit(max_new_tokens)) if max_new_tokens is not None else ids
 
     def encode_all(self, texts: Sequence[str], max_new_tokens: int | None = None) -> list[list[int]]:
@@ -102,7 +124,7 @@ class PromptFormat:
 
     def answer_ids(self, answer: str) -> list[int]:
         """An answer's ids as a target: a space-led continuation of the prompt."""
-        return self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(" " + answer, add_special_tokens=False, **PLAIN)["input_ids"]
 
     def truncate(self, ids: list[int], limit: int) -> list[int]:
         """Cut a too-long prompt from the start, keeping a leading BOS/CLS and the end (where the question is)."""
@@ -118,7 +140,7 @@ class PromptFormat:
         if not self.tail.strip():
             raise ConfigError("alora experts need text after {input} in the template to activate on",
                               field="prompt.template")
-        return self.tokenizer(self.tail, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(self.tail, add_special_tokens=False, **PLAIN)["input_ids"]
 
     def _without_closing_special(self, ids: list[int]) -> list[int]:
         """Drop an end-of-text token the tokenizer appends (BERT's [SEP]): the answer follows the prompt."""

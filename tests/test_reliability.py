@@ -147,6 +147,21 @@ def _api_add_name(work, ens, tiny):
     return call
 
 
+def _symlinked_adapter(work: Path, ens: Path) -> list:
+    weights = ens / "experts" / "first" / "adapter_model.safetensors"
+    outside = work / "elsewhere.safetensors"
+    shutil.copy(weights, outside)
+    weights.unlink()
+    weights.symlink_to(outside)
+    return ["ask", ens, "x"]
+
+
+def _users_folder(work: Path, name: str, argv: list) -> list:
+    (work / "mine" / name).mkdir(parents=True)
+    (work / "mine" / name / "notes.txt").write_text("the user's own file")
+    return argv
+
+
 CASES = [
     Case("empty-data-file", lambda w, e, t: _add(e, _data(w, "")), ("data.jsonl", "empty")),
     Case("invalid-json-line-3", lambda w, e, t: _add(e, _data(w, '{"input":"a","output":"b"}\n{"input":"a","output":"b"}\n{"input": "x", \n')),
@@ -206,6 +221,39 @@ CASES = [
     Case("eval-missing-output", lambda w, e, t: ["eval", e, "--data", _data(w, '{"input":"a"}\n')], ("data.jsonl:1", "field 'output'")),
     Case("ask-zero-new-tokens", lambda w, e, t: ["ask", e, "--max-new-tokens", "0", "hi"], ("max_new_tokens",)),
     Case("folder-given-as-jsonl", lambda w, e, t: _add(e, w, "--format", "jsonl"), ("expects a file",)),
+    # round two: names, training that diverges, a damaged ensemble, links, lifecycle commands
+    Case("name-differs-only-in-case", lambda w, e, t: ["add-expert", e, "--name", "FIRST", "--data", _good(w)],
+         ("already exists", "only in case")),
+    Case("name-with-trailing-newline", lambda w, e, t: ["add-expert", e, "--name", "abc\n", "--data", _good(w)],
+         ("invalid expert name",)),
+    Case("lr-infinite", lambda w, e, t: _add(e, _good(w), "train.lr=.inf"), ("train.lr",)),
+    Case("lr-nan", lambda w, e, t: _add(e, _good(w), "train.lr=.nan"), ("train.lr",)),
+    Case("training-diverges", lambda w, e, t: _add(e, _good(w), "train.lr=1e30", "train.warmup_ratio=0"),
+         ("diverged", "train.lr")),
+    Case("rehearsal-missing", lambda w, e, t: ((e / "experts" / "first" / "rehearsal.jsonl").unlink(), _add(e, _good(w)))[1],
+         ("rehearsal.jsonl", "missing")),
+    Case("rehearsal-corrupt", lambda w, e, t: ((e / "experts" / "first" / "rehearsal.jsonl").write_text('{"input": "a"}\n{"inp'),
+                                               _add(e, _good(w)))[1], ("rehearsal.jsonl:2", "invalid JSON")),
+    Case("heldout-corrupt", lambda w, e, t: ((e / "experts" / "first" / "heldout.jsonl").write_text("[1, 2]\n"),
+                                             ["calibrate", e])[1], ("heldout.jsonl:1", "damaged")),
+    Case("adapter-symlinked-outside", lambda w, e, t: _symlinked_adapter(w, e), ("adapter_model.safetensors", "symbolic link")),
+    Case("manifest-retired-escapes", lambda w, e, t: (_edit_manifest(e, lambda m: m.update(retired=[{"name": "x", "rehearsal": "retired/../../x.jsonl"}])),
+                                                      ["list", e])[1], ("retired",)),
+    Case("manifest-indicator-wrong-type", lambda w, e, t: (_edit_manifest(e, lambda m: m.update(indicator="pos")), ["list", e])[1],
+         ("indicator",)),
+    Case("manifest-settings-wrong-type", lambda w, e, t: (_edit_manifest(e, lambda m: m.update(settings=[])), ["list", e])[1],
+         ("settings",)),
+    Case("init-over-a-users-tokenizer-folder", lambda w, e, t: _users_folder(w, "tokenizer", ["init", w / "mine"]),
+         ("not empty", "tokenizer/", "never deletes")),
+    Case("init-over-a-users-staging-folder", lambda w, e, t: _users_folder(w, ".staging", ["init", w / "mine"]),
+         ("not empty", ".staging/")),
+    Case("remove-unknown-expert", lambda w, e, t: ["remove", e, "nope"], ("no expert named 'nope'", "first")),
+    Case("query-with-lone-surrogate", lambda w, e, t: ["ask", e, "caf\udce9"], ("query",)),
+    Case("staging-is-a-file", lambda w, e, t: ((e / ".staging").exists() and shutil.rmtree(e / ".staging"),
+                                               (e / ".staging").write_text("x"), _add(e, _good(w)))[2],
+         (".staging", "not a file")),
+    Case("lock-is-a-directory", lambda w, e, t: ((e / ".lock").unlink(), (e / ".lock").mkdir(), _add(e, _good(w)))[2],
+         (".lock", "writer lock")),
     Case("api-generate-threshold", _api_generate_bad_threshold, ("threshold",)),
     Case("api-load-missing", _api_load_missing, ("nowhere", "does not exist")),
     Case("api-load-task-line", _api_load_task, ("data.jsonl:3", "field 'input'")),
@@ -226,7 +274,7 @@ def test_bad_input(case, base_ensemble, tiny_llama, tmp_path, capsys):
     work = tmp_path / "work"
     work.mkdir()
     action = case.make(work, ens, tiny_llama)
-    before = tree_hash(ens)
+    before, work_before = tree_hash(ens), tree_hash(work)
     if callable(action):
         with pytest.raises(SeeError) as err:
             action()
@@ -238,10 +286,12 @@ def test_bad_input(case, base_ensemble, tiny_llama, tmp_path, capsys):
         message = out.err
         assert code == case.code, message
         assert "Traceback" not in message
-        assert message.startswith(f"see {action[0]}: error: ")
+        assert f"see {action[0]}: error: " in message
     for needle in case.needles:
         assert needle in message, (needle, message)
     assert tree_hash(ens) == before, "the ensemble directory changed"
+    if not callable(action):  # an API case writes its data file as it runs
+        assert tree_hash(work) == work_before, "files beside the ensemble changed"
 
 
 def test_real_process_exit_code_and_debug_traceback(tmp_path):

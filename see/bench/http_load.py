@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 
 import httpx
 
+from see.jsonio import strict_json
+
 OUT = Path("benchmarks/results/serving/http-load")
 FAMILIES = ("sentiment", "topic", "antonym")
 #: Short training: an expert learns to accept its own task (30 steps at the default lr did not), not yet to
@@ -228,7 +230,7 @@ def run_load(dir: Path, out: Path = OUT, clients: int = 64, seconds: float = 60,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "see": __version__, "load_average_before": load_before},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(strict_json(results, indent=2) + "\n")
     (out / "report.md").write_text(report(results))
     return results
 

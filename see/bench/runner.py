@@ -17,6 +17,7 @@ from see.bench.methods import METHODS, ROUTING_METHODS, Answer, BaseModel, Conte
 from see.bench.report import aggregate, write_report
 from see.bench.tasks import query_task, stream_task
 from see.errors import ConfigError
+from see.jsonio import strict_json
 from see.metrics import score_answers
 
 
@@ -115,7 +116,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     results = aggregate(cfg, cells, notes)
     results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
                     "versions": versions, "config": OmegaConf.to_container(cfg, resolve=True)})
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(strict_json(results, indent=2) + "\n")
     write_report(results, out)
     return results
 

@@ -26,6 +26,7 @@ import torch
 
 from see.embedded.families import FAMILIES, STREAM, make_task
 from see.engine.decode import pad_left
+from see.jsonio import strict_json
 from see.ensemble import Ensemble
 from see.lifecycle import add_expert, init_ensemble
 from see.store import EnsembleStore
@@ -214,7 +215,7 @@ def run(out: Path, work: Path, ns: Sequence[int] = (1, 2, 4, 8, 16), kinds: Sequ
     log("expert accuracy by kind on the 4-task embedded stream ...")
     results["accuracy"] = accuracy_by_kind(work, kinds, accuracy_examples, accuracy_overrides, accuracy_test, log)
     results["seconds"] = round(time.time() - start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(strict_json(results, indent=2) + "\n")
     plot(results, out / "latency.png")
     (out / "report.md").write_text(report(results))
     return results

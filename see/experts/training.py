@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from see.engine.decode import positions, takes_position_ids
-from see.errors import DataError
+from see.errors import ConfigError, DataError, TrainingError
 from see.experts.reconstruction import TrainingExample
 from see.faults import fault_point
 from see.modeling import model_context
@@ -252,8 +252,26 @@ class EarlyStopping:
         self.best_state, self.since_best, self.history = state["best_state"], state["since_best"], state["history"]
 
 
+def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
+    """What a checkpoint must share with the run that resumes it: the adapter's shape and the schedule."""
+    keys = ("batch_size", "grad_accum", "lr", "seed", "max_length")
+    lora_keys = ("r", "alpha", "target_modules", "modules_to_save")
+    sig = {f"lora.{k}": _plain(getattr(lora, k, None)) for k in lora_keys}
+    sig.update({f"train.{k}": _plain(getattr(train, k, None)) for k in keys})
+    sig["training examples"] = n_examples
+    return sig
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
+
+
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
-                    stopping: EarlyStopping | None = None) -> None:
+                    stopping: EarlyStopping | None = None, signature: dict | None = None) -> None:
     """Trainable weights, optimizer, scheduler, RNG and the early-stopping state: enough to resume bit-for-bit
     on one process."""
     path.mkdir(parents=True, exist_ok=True)
@@ -262,6 +280,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: 
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
         "losses": losses, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
         "early_stopping": stopping.state() if stopping is not None else None,
+        "signature": signature,
     }
     tmp = path / "state.pt.tmp"
     torch.save(state, tmp)
@@ -324,6 +343,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     step, losses = 0, []
     if resume and checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir)
+        signature = run_signature(lora, train, len(encoded))
+        if state is not None and state.get("signature") not in (None, signature):
+            changed = [f"{k}: {state['signature'].get(k)!r} -> {v!r}" for k, v in signature.items()
+                       if state["signature"].get(k) != v]
+            raise ConfigError(f"cannot resume: the checkpoint was made with other settings ({'; '.join(changed)})",
+                              file=checkpoint_dir / "state.pt",
+                              hint="resume with the settings of the interrupted run, or drop --resume to start over")
         if state is not None:
             named = dict(accelerator.unwrap_model(peft_model).named_parameters())
             with torch.no_grad():
@@ -356,6 +382,10 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         for batch in batches:
             with accelerator.accumulate(peft_model):
                 loss, _ = target_loss(peft_model, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"training diverged: the loss became {loss.item()} at step {step + 1} "
+                                        f"(train.lr={train.lr})", field="train.lr",
+                                        hint="lower train.lr; nothing was saved and the ensemble is unchanged")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, 1.0)
@@ -377,7 +407,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                 if (checkpoint_dir is not None and int(train.checkpoint_every) and step % int(train.checkpoint_every) == 0
                         and step < total and accelerator.is_main_process):
                     save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
-                                    step, losses, stopping)
+                                    step, losses, stopping, run_signature(lora, train, len(encoded)))
                 fault_point(f"step-{step}")
                 if step >= total or stopped:
                     break

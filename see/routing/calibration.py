@@ -66,16 +66,17 @@ def calibration_texts(store: EnsembleStore, manifest: Manifest, index: int) -> t
     """(held-out positives, negatives) of expert ``index`` as prompt texts.
 
     The negatives are what it was trained to reject: its held-out negatives and
-    the rehearsal queries of every older expert.
+    the rehearsal queries of every older expert, removed ones included.
     """
     template = manifest.prompt.template
     rec = manifest.experts[index]
     held = read_jsonl(store.root / rec.path / "heldout.jsonl")
     positives = [format_prompt(r["input"], r.get("instruction"), template) for r in held if r["kind"] == "pos"]
     negatives = [format_prompt(r["input"], r.get("instruction"), template) for r in held if r["kind"] == "neg"]
-    for older in manifest.experts[:index]:
-        negatives += [format_prompt(r["input"], r.get("instruction"), template)
-                      for r in read_jsonl(store.root / older.path / "rehearsal.jsonl")]
+    files = [store.root / older.path / "rehearsal.jsonl" for older in manifest.experts[:index]]
+    files += [store.root / r["rehearsal"] for r in manifest.retired if r.get("created", "") <= rec.created]
+    for file in files:
+        negatives += [format_prompt(r["input"], r.get("instruction"), template) for r in read_jsonl(file)]
     return positives, negatives
 
 
