@@ -78,14 +78,84 @@ def _quiet_datasets():
     return datasets
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+#: Largest data file read, in bytes: a task is examples, not a corpus; this also stops endless inputs
+#: (/dev/zero, a pipe that never closes) before they exhaust memory.
+MAX_FILE_BYTES = 1 << 30
+#: Longest line of a JSONL or CSV file, in bytes: far beyond any model's context, and a sign of a wrong file.
+MAX_LINE_BYTES = 1 << 20
+#: Deepest nesting of a JSON value: examples are flat objects; deeper input would exhaust the parser's stack.
+MAX_JSON_DEPTH = 64
+
+_READ_ONCE: dict[str, bytes] = {}
+
+
+def _read_bytes(path: Path, max_line: int | None = None) -> bytes:
+    """The file's bytes, read once and within the limits.
+
+    A pipe or process substitution (``--data <(cat f)``) can be read only
+    once, so what format detection read is kept for the loader.
+    """
+    key = str(path)
+    if key in _READ_ONCE:
+        return _READ_ONCE[key]
+    chunks, size, line, newlines = [], 0, 0, 0
     try:
-        return data.decode("utf-8")
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_FILE_BYTES:
+                    raise DataError(f"larger than the limit of {MAX_FILE_BYTES >> 20} MiB for a data file", file=path,
+                                    hint="split the task, or sample it before passing it to see")
+                if max_line is not None:
+                    parts = chunk.split(b"\n")
+                    for k, part in enumerate(parts):
+                        line = line + len(part) if k == 0 else len(part)
+                        if line > max_line:
+                            raise DataError(f"a line is longer than the limit of {max_line >> 20} MiB", file=path,
+                                            line=newlines + k + 1, hint="is this the right file and --format?")
+                    newlines += len(parts) - 1
+                chunks.append(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", file=path) from None
+    data = b"".join(chunks)
+    if not path.is_file():  # a pipe: whoever reads next must get these bytes
+        _READ_ONCE[key] = data
+    return data
+
+
+def _read_text(path: Path, max_line: int | None = None) -> str:
+    data = _read_bytes(path, max_line)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded", file=path,
                         line=line, hint="re-save the file as UTF-8") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark (Excel's CSV) is not part of the first field name
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads`` with a nesting limit: deep input would otherwise end in a RecursionError."""
+    depth = 0
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:  # cheap pre-check; exact scan only when needed
+        in_string = escaped = False
+        for ch in text:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            elif ch in "]}":
+                depth -= 1
+    return json.loads(text)
 
 
 def _outputs(value: Any, path: Path, line: int | None, field_name: str) -> tuple[str, ...]:
@@ -109,10 +179,12 @@ def _examples_from_records(records: Sequence[dict], lines: Sequence[int | None],
             raise DataError(f"expected an object with '{input_field}' and '{output_field}', "
                             f"got {type(rec).__name__}", file=path, line=line)
         for name in (input_field, output_field):
-            if name is not None and (name not in rec or rec[name] is None):
+            if name is not None and name not in rec:
                 raise DataError("missing field", file=path, line=line, field=name,
                                 hint=f"fields present: {', '.join(map(str, rec)) or 'none'}; "
                                      "choose others with --input-field/--output-field")
+            if name is not None and rec[name] is None:
+                raise DataError("is null; it must be a string", file=path, line=line, field=name)
         if not isinstance(rec[input_field], str):
             raise DataError(f"must be a string, got {type(rec[input_field]).__name__}", file=path, line=line,
                             field=input_field)
@@ -130,9 +202,11 @@ def _jsonl_lines(text: str, path: Path) -> tuple[list[dict], list[int]]:
         if not raw.strip():
             continue
         try:
-            records.append(json.loads(raw))
+            records.append(_json_loads(raw))
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=i) from None
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"invalid JSON: {exc or 'nested too deeply'}", file=path, line=i) from None
         lines.append(i)
     return records, lines
 
@@ -154,9 +228,11 @@ def _json_list_lines(text: str, start: int = 0) -> list[int]:
 
 def _parse_json(text: str, path: Path) -> Any:
     try:
-        return json.loads(text)
+        return _json_loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno) from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"invalid JSON: {exc or 'nested too deeply'}", file=path) from None
 
 
 def _load_with_datasets(kind: str, path: Path, **kwargs: Any) -> list[dict]:
@@ -177,6 +253,8 @@ def _through_datasets(kind: str, path: Path, raw: list, lines: list, input_field
     and a file ``datasets`` cannot read but we can is read from the raw records.
     """
     examples = _examples_from_records(raw, lines, path, input_field, output_field)
+    if not path.is_file() or path.read_bytes()[:3] == b"\xef\xbb\xbf":
+        return examples  # a pipe cannot be read twice; a byte-order mark would rename the first column
     try:
         records = _load_with_datasets(kind, path, **kwargs)
     except Exception:  # noqa: BLE001 - e.g. pyarrow cannot unify str and list outputs
@@ -187,7 +265,7 @@ def _through_datasets(kind: str, path: Path, raw: list, lines: list, input_field
 
 
 def load_jsonl(path: Path, input_field: str = "input", output_field: str | None = "output") -> list[Example]:
-    text = _read_text(path)
+    text = _read_text(path, MAX_LINE_BYTES)
     if not text.strip():
         raise DataError("the file is empty", file=path)
     records, lines = _jsonl_lines(text, path)
@@ -207,7 +285,7 @@ def load_json(path: Path, input_field: str = "input", output_field: str | None =
 
 
 def load_csv(path: Path, input_field: str = "input", output_field: str | None = "output") -> list[Example]:
-    text = _read_text(path)
+    text = _read_text(path, MAX_LINE_BYTES)
     if not text.strip():
         raise DataError("the file is empty", file=path)
     reader = csv.reader(io.StringIO(text))
@@ -340,8 +418,12 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
-    with path.open("rb") as fh:
-        head = fh.read(1 << 16).lstrip()
+    if path.is_file():
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    else:  # a pipe: read it whole, once; the loader gets the same bytes
+        head = _read_bytes(path)[: 1 << 16]
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if not head:
         raise DataError("the file is empty", file=path)
     if head.startswith(b"["):
@@ -366,6 +448,16 @@ def load_task(data: str | Path, *, name: str | None = None, format: str = "auto"
     if format != "hf" and not path.exists():
         raise DataError("data path does not exist", file=path,
                         hint="for a Hugging Face hub dataset pass --format hf")
+    try:
+        return _load_task(path, data, name, format, input_field, output_field, instruction, split, max_examples,
+                          seed)
+    finally:
+        _READ_ONCE.clear()
+
+
+def _load_task(path: Path, data: str | Path, name: str | None, format: str, input_field: str,
+               output_field: str | None, instruction: str | None, split: str, max_examples: int | None,
+               seed: int) -> Task:
     fmt = detect_format(path) if format == "auto" else format
     if fmt in ("jsonl", "json", "csv") and path.is_dir():
         raise DataError(f"format {fmt} expects a file, got a folder", file=path)

@@ -11,6 +11,7 @@ The writers (``init_ensemble``, ``add_expert``, ``calibrate``) live in
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +30,22 @@ from see.routing.fallback import Fallback
 from see.routing.layouts import RouteRequest, route
 from see.routing.rule import Routed
 from see.store import EnsembleStore, Manifest
+
+
+def _adapter_problem(exc: Exception) -> str:
+    """The cause of an adapter that does not load, in words: a wrong shape keeps its sizes (PEFT puts them
+    after a long preamble), an unreadable file says so instead of "no such file"."""
+    if isinstance(exc, PermissionError) or isinstance(exc.__cause__, PermissionError) or "Permission denied" in str(exc):
+        return "permission denied while reading its files"
+    text = str(exc)
+    shapes = [line.strip() for line in text.splitlines() if "size mismatch" in line or "shape" in line]
+    if shapes:
+        return f"its weights do not fit this base model ({'; '.join(shapes[:2])[:400]})"
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+#: Fewest prompt tokens a query keeps: ``max_new_tokens`` may not take the context below this.
+MIN_PROMPT_TOKENS = 32
 
 
 @dataclass
@@ -98,8 +115,7 @@ class Ensemble:
                 else:
                     model.load_adapter(adapter, adapter_name=rec.name)
             except Exception as exc:  # noqa: BLE001 - a damaged adapter is the user's file
-                raise StoreError(f"cannot load expert '{rec.name}': {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:300]}", file=adapter) from None
+                raise StoreError(f"cannot load expert '{rec.name}': {_adapter_problem(exc)}", file=adapter) from None
         model.to(device).eval()
         multilora = None
         if manifest.experts:
@@ -177,9 +193,21 @@ class Ensemble:
             max_new_tokens = int(self.manifest.routing.max_new_tokens)
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
+        full = [len(self.prompt.encode(t)) for t in texts]
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 stop=tuple(stop), seed=seed, ignore_eos=ignore_eos)
         encoded = self.prompt.encode_all(texts, max_new_tokens)
+        cut = [k for k, (ids, n) in enumerate(zip(encoded, full)) if len(ids) < n]
+        if cut:
+            k = cut[0]
+            what = (f"{len(cut)} quer{'y is' if len(cut) == 1 else 'ies are'} longer than the model's "
+                    f"{self.prompt.context}-token context leaves with max_new_tokens={max_new_tokens} (query {k + 1}: "
+                    f"{full[k]} tokens, room for {len(encoded[k])})")
+            if self.prompt.limit(max_new_tokens) < MIN_PROMPT_TOKENS:
+                # cut to a handful of tokens, the query routing judges is another one
+                raise ConfigError(what, field="max_new_tokens",
+                                  hint=f"lower max_new_tokens to at most {max(1, self.prompt.context - 1 - full[k])}")
+            warnings.warn(what + "; they keep only their last tokens", stacklevel=2)
         with self._lock, torch.no_grad():
             routed = self._route(encoded, params, threshold, mode)
             rest = [k for k, r in enumerate(routed) if r.expert is None]

@@ -152,6 +152,10 @@ class ExpertRecord:
         except (KeyError, TypeError) as exc:
             raise StoreError(f"corrupted expert entry: missing {exc}", file=where, field="experts") from None
         validate_name(rec.name, where)
+        for key in ("config", "data", "metrics", "extra"):
+            if not isinstance(getattr(rec, key), dict):
+                raise StoreError(f"corrupted expert entry: must be an object, got {type(getattr(rec, key)).__name__}",
+                                 file=where, field=f"experts.{rec.name}.{key}")
         if rec.path != f"experts/{rec.name}":
             raise StoreError(f"expert path {rec.path!r} must be 'experts/{rec.name}'", file=where,
                              field=f"experts.{rec.name}.path")

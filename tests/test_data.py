@@ -144,3 +144,27 @@ def test_real_superni_and_cl_benchmark():
     assert len(test) == 100
     ag = load_task(SHARED_DATA / "cl_benchmark" / "agnews")
     assert "Option: World" in ag.instruction
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbfinput,output\nhello,world\nfoo,bar\n")
+    task = load_task(p)
+    assert [(e.input, e.output) for e in task.examples] == [("hello", "world"), ("foo", "bar")]
+
+
+@pytest.mark.parametrize("fmt", ["auto", "jsonl"])
+def test_a_pipe_is_read_once(tmp_path, fmt):
+    import os
+    import threading
+
+    read_end, write_end = os.pipe()
+    body = b'{"input": "a", "output": "b"}\n{"input": "c", "output": "d"}\n'
+    writer = threading.Thread(target=lambda: (os.write(write_end, body), os.close(write_end)))
+    writer.start()
+    try:
+        task = load_task(f"/dev/fd/{read_end}", format=fmt)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert [e.input for e in task.examples] == ["a", "c"]

@@ -147,6 +147,12 @@ def _api_add_name(work, ens, tiny):
     return call
 
 
+def _edit_json(path: Path, fn) -> None:
+    value = json.loads(path.read_text())
+    fn(value)
+    path.write_text(json.dumps(value))
+
+
 def _symlinked_adapter(work: Path, ens: Path) -> list:
     weights = ens / "experts" / "first" / "adapter_model.safetensors"
     outside = work / "elsewhere.safetensors"
@@ -254,6 +260,20 @@ CASES = [
          (".staging", "not a file")),
     Case("lock-is-a-directory", lambda w, e, t: ((e / ".lock").unlink(), (e / ".lock").mkdir(), _add(e, _good(w)))[2],
          (".lock", "writer lock")),
+    Case("adapter-wrong-shape", lambda w, e, t: (_edit_json(e / "experts" / "first" / "adapter_config.json", lambda c: c.update(r=2)),
+                                                 ["ask", e, "x"])[1], ("first", "do not fit", "size mismatch")),
+    Case("manifest-metrics-wrong-type", lambda w, e, t: (_edit_manifest(e, lambda m: m["experts"][0].update(metrics=[1])), ["list", e])[1],
+         ("experts.first.metrics", "must be an object")),
+    Case("output-null", lambda w, e, t: _add(e, _data(w, '{"input":"a","output":"b"}\n{"input":"a","output":null}\n')),
+         ("data.jsonl:2", "field 'output'", "null")),
+    Case("output-longer-than-half-the-context", lambda w, e, t: _add(e, _data(w, '{"input":"a","output":"b"}\n' + json.dumps({"input": "a", "output": "word " * 300}) + "\n")),
+         ("data.jsonl:2", "field 'output'", "answer")),
+    Case("json-nested-too-deeply", lambda w, e, t: _add(e, _data(w, '{"input": ' + "[" * 5000 + "]" * 5000 + ', "output": "x"}\n')),
+         ("data.jsonl:1", "nested deeper")),
+    Case("jsonl-line-over-the-limit", lambda w, e, t: _add(e, _data(w, '{"input": "' + "a" * (1 << 21) + '"}\n'), "--format", "jsonl"),
+         ("data.jsonl:1", "longer than the limit")),
+    Case("ask-max-new-tokens-eats-the-context", lambda w, e, t: ["ask", e, "--max-new-tokens", "240", "word " * 100],
+         ("max_new_tokens", "context")),
     Case("api-generate-threshold", _api_generate_bad_threshold, ("threshold",)),
     Case("api-load-missing", _api_load_missing, ("nowhere", "does not exist")),
     Case("api-load-task-line", _api_load_task, ("data.jsonl:3", "field 'input'")),

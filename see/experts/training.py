@@ -57,7 +57,12 @@ def encode_example(prompt: PromptFormat, ex: TrainingExample, indicator: Indicat
     target = target_ids(ex, prompt, indicator)
     truncated = False
     if len(ids) + len(target) > max_length:
-        if overlength == "reject" or len(target) >= max_length // 2:
+        if len(target) >= max_length // 2:
+            # only the prompt is ever cut, so an answer this long cannot be fixed by truncating
+            raise DataError(f"the answer is {len(target)} tokens, too long for train.max_length={max_length} "
+                            "(an answer may take at most half of it)", file=where, field="output",
+                            hint="raise train.max_length (up to the model's context), or shorten the answer")
+        if overlength == "reject":
             raise DataError(f"example is {len(ids) + len(target)} tokens, longer than train.max_length="
                             f"{max_length}", file=where, field="input",
                             hint="raise train.max_length, shorten the example, or set train.overlength=truncate")
@@ -74,7 +79,7 @@ def check_lengths(task, prompt: PromptFormat, indicator: Indicator, max_length: 
         try:
             _, cut = encode_example(prompt, item, indicator, max_length, overlength)
         except DataError as err:
-            raise DataError(err.reason, file=task.source or None, line=ex.line, field="input", hint=err.hint) from None
+            raise DataError(err.reason, file=task.source or None, line=ex.line, field=err.field, hint=err.hint) from None
         too_long += cut
     return too_long
 
