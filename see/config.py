@@ -334,15 +334,50 @@ def _parse_value(key: str, raw: str, schema: Any = None) -> Any:
     return value
 
 
+#: A config is a few dozen keys; these bound what a hostile or broken file can cost to read.
+MAX_CONFIG_BYTES = 1 << 20
+#: Most values a config may hold once its YAML aliases are expanded ("billion laughs" nests aliases so
+#: that a few lines expand to billions of values).
+MAX_CONFIG_NODES = 100_000
+
+
+def _check_expansion(root: Any, path: Path) -> None:
+    """Count the values a composed YAML document expands to, in time linear in its size (shared nodes are
+    counted once per reference, memoised by identity), and refuse one that expands past the limit."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 0  # a cycle counts as nothing instead of recursing forever
+            if isinstance(node, yaml.MappingNode):
+                n = 1 + sum(size(k) + size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                n = 1 + sum(size(v) for v in node.value)
+            else:
+                n = 1
+            sizes[key] = min(n, MAX_CONFIG_NODES + 1)
+        return sizes[key]
+
+    if root is not None and size(root) > MAX_CONFIG_NODES:
+        mark = root.start_mark
+        raise ConfigError(f"expands to more than {MAX_CONFIG_NODES} values through YAML aliases", file=path,
+                          line=mark.line + 1 if mark else None, hint="a config holds a few dozen keys; "
+                          "check the file's anchors (&) and aliases (*)")
+
+
 def read_yaml(path: Path, what: str = "config file") -> tuple[Any, dict[str, int]]:
     """(parsed YAML, key -> line) of a config file; errors name the file and line."""
     if not path.is_file():
         raise ConfigError(f"{what} does not exist", file=path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than the limit of {MAX_CONFIG_BYTES >> 10} KiB for a {what}", file=path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
     try:
+        _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), path)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

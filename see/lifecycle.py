@@ -353,7 +353,8 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
     peft_model.save_pretrained(staged, save_embedding_layers=False)
     fault_point("adapter-saved")
     shutil.rmtree(staged / "checkpoint", ignore_errors=True)
-    kept = RehearsalBuffer.sample_task(task, int(cfg.reconstruction.rehearsal_size), seed)
+    kept = [(_stored(i), _stored(x)) for i, x in
+            RehearsalBuffer.sample_task(task, int(cfg.reconstruction.rehearsal_size), seed)]
     write_queries(staged / "rehearsal.jsonl", kept)
     write_jsonl(staged / "heldout.jsonl", [ex.__dict__ for ex in data.heldout])
     data_record = {"source": task.source, "examples": len(task), "sha256": task.fingerprint(),
@@ -369,6 +370,16 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
                                  "adapter_sha256": file_sha256(staged / "adapter_model.safetensors")})
     store.commit_expert(manifest, record, staged)
     return record
+
+
+#: Longest text kept of a rehearsal query (and of its instruction), in characters. Training cuts prompts to
+#: ``train.max_length`` tokens from the start anyway, so the end is what matters; the bound keeps one huge
+#: input from being copied into the ensemble verbatim.
+MAX_STORED_CHARS = 4096
+
+
+def _stored(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_STORED_CHARS else text[-MAX_STORED_CHARS:]
 
 
 #: Below these held-out rates an expert is reported as not having learned to accept or reject.

@@ -274,6 +274,8 @@ CASES = [
          ("data.jsonl:1", "longer than the limit")),
     Case("ask-max-new-tokens-eats-the-context", lambda w, e, t: ["ask", e, "--max-new-tokens", "240", "word " * 100],
          ("max_new_tokens", "context")),
+    Case("yaml-alias-bomb", lambda w, e, t: _add(e, _good(w), "--config", _data(w, "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]\n" for k in range(1, 9)), "bomb.yaml")), ("bomb.yaml", "expands to more than")),
     Case("api-generate-threshold", _api_generate_bad_threshold, ("threshold",)),
     Case("api-load-missing", _api_load_missing, ("nowhere", "does not exist")),
     Case("api-load-task-line", _api_load_task, ("data.jsonl:3", "field 'input'")),
