@@ -104,8 +104,9 @@ class TrainConfig:
     epochs: Any = setting("auto", "training length in epochs, or `auto`: 3 epochs, at least `train.min_steps` and "
                                   "at most `train.max_auto_steps` optimizer steps, whatever the task's size",
                           low=0, low_open=True, choices=("auto",), numbers=True)
-    min_steps: int = setting(400, "floor of the `auto` step budget: a small task needs many passes to learn an "
-                                  "answer format it has never seen", low=0, low_open=True)
+    min_steps: int = setting(1000, "floor of the `auto` step budget: a small task needs many passes to learn an "
+                                   "answer format it has never seen, and early stopping ends a task that learned "
+                                   "sooner", low=0, low_open=True)
     max_auto_steps: int = setting(2000, "cap of the `auto` step budget: a large task learns within a fraction of "
                                         "an epoch", low=0, low_open=True)
     max_steps: Optional[int] = setting(None, "optimizer steps; overrides epochs when set", low=0, low_open=True)
@@ -139,11 +140,14 @@ class ReconstructionConfig:
     """Task reconstruction: which negatives an expert learns to reject."""
 
     negative_ratio: float = setting(0.2, "rehearsal negatives as a share of positives", low=0)
-    min_negatives_per_task: int = setting(1, "at least this many negatives from each earlier task", low=0)
+    min_negatives_per_task: int = setting(30, "at least this many negatives from each earlier task (up to what it "
+                                              "kept): with a few, a new expert takes older tasks' queries", low=0)
     general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); none: the pool "
-                                                     "shipped in `see/negatives` (the generated pool on the embedded "
-                                                     "base); `none` disables them")
-    general_negative_ratio: float = setting(0.2, "general negatives as a share of positives", low=0)
+                                                     "shipped in `see/negatives` (on the embedded base, together "
+                                                     "with the generated pool); `none` disables them")
+    general_negative_ratio: float = setting(1.0, "general negatives as a share of positives: as many as the task "
+                                                 "has examples, so that rejecting is learned as well as answering",
+                                            low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
 

@@ -192,9 +192,9 @@ def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | Non
                        ) -> tuple[list[tuple[str | None, str]], str]:
     """The queries every expert learns to reject besides older tasks: a user's file, or by default a pool.
 
-    The embedded base reads only the project's generated language, so it gets
-    its generated pool; every other base gets the pool shipped in
-    ``see/negatives`` (diverse English requests, Apache-2.0).
+    Every base gets the pool shipped in ``see/negatives`` (diverse English
+    requests, Apache-2.0); the embedded base, pretrained on the project's
+    generated language only, gets its generated pool besides.
     """
     source = negatives if negatives is not None else cfg.reconstruction.general_negatives
     want = int(round(cfg.reconstruction.general_negative_ratio * n_pos))
@@ -202,7 +202,9 @@ def _general_negatives(cfg: DictConfig, manifest: Manifest, negatives: str | Non
         return [], "none"
     if source is None:
         if manifest.base.ref == EMBEDDED:
-            return generated_negatives(max(want, 50), seed=seed), "embedded-pool"
+            # the generated families are what the embedded base reads best; the shipped requests add what users
+            # type (short questions, word and number chores), which the generated families never are
+            return generated_negatives(max(want, 50), seed=seed) + general_pool(), "embedded-pool+shipped-pool"
         return general_pool(), "shipped-pool"
     return _negatives_file(source, cfg.data.input_field), str(source)
 

@@ -104,8 +104,9 @@ def test_training_is_seeded(tiny_llama):
 
 
 @pytest.mark.parametrize("examples,batch,overrides,steps", [
-    (50, 16, [], 400),            # a tiny task: the floor, whatever its size
-    (3000, 16, [], 564),          # 188 updates per epoch x 3 epochs
+    (50, 16, [], 1000),           # a tiny task: the floor, whatever its size
+    (3000, 16, [], 1000),         # 188 updates per epoch x 3 epochs = 564: still the floor
+    (6000, 16, [], 1125),         # 375 updates per epoch x 3 epochs
     (50_000, 16, [], 2000),       # a large task: the cap (about 0.64 epochs)
     (50, 16, ["train.epochs=2"], 8),
     (50, 16, ["train.max_steps=7"], 7),
