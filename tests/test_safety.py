@@ -248,3 +248,44 @@ def test_doctor_reports_and_repairs_only_on_request(ens, capsys):
     capsys.readouterr()
     assert see_main(["doctor", str(ens), "--fix", "--no-base-check"]) == 4
     assert "differ from the hash" in capsys.readouterr().out
+
+
+def test_an_unreadable_data_file_or_adapter_names_the_cause(ens, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import see.data
+    from see.ensemble import _adapter_problem
+
+    data = family_jsonl(tmp_path / "locked.jsonl", "antonym", 20)
+    real_open = builtins.open
+
+    def forbidden(path, *args, **kwargs):  # tests run as root here, where chmod 000 forbids nothing
+        if str(path) == str(data):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(see.data, "open", forbidden, raising=False)
+    before = tree_hash(ens)
+    capsys.readouterr()
+    assert see_main(["add-expert", str(ens), "--name", "locked", "--data", str(data), "--format", "jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "locked.jsonl" in err and "Permission denied" in err and "Traceback" not in err
+    assert tree_hash(ens) == before
+    # PEFT wraps a forbidden adapter file in its own errors; the message says what it is, not "no such file"
+    wrapped = OSError("Can't find 'adapter_config.json'")
+    wrapped.__cause__ = PermissionError(13, "Permission denied")
+    assert _adapter_problem(wrapped) == "permission denied while reading its files"
+
+
+def test_doctor_finds_a_base_replaced_under_the_ensemble(tmp_path, capsys):
+    from conftest import build_tiny_model
+    from see.lifecycle import init_ensemble
+
+    base = build_tiny_model(tmp_path / "base", seed=0)
+    root = tmp_path / "e"
+    init_ensemble(root, base=str(base), log=lambda m: None)
+    assert see_main(["doctor", str(root)]) == 0
+    build_tiny_model(base, seed=3)
+    capsys.readouterr()
+    assert see_main(["doctor", str(root)]) == 4
+    assert "base model's weights changed" in capsys.readouterr().out
