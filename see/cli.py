@@ -262,6 +262,18 @@ def remove(dir: Dir, name: Annotated[str, Arg("expert to remove", positional=Tru
     return 0
 
 
+@command("export", "export the ensemble for another engine (vLLM)")
+def export(dir: Dir, out: Annotated[Path, Arg("new folder to write", positional=True)],
+           format: Annotated[str, Arg("target engine", choices=("vllm",))] = "vllm") -> int:
+    """Write the ensemble as a base checkpoint and plain LoRA adapters that vLLM loads: each expert's
+    <<pos>>/<<neg>> rows become two rows of the exported base's vocabulary, so the adapters are plain LoRA.
+    OUT/export.json lists the experts, their token ids and thresholds."""
+    from see.export import export_vllm
+
+    export_vllm(dir, out, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
 #: Exit code of ``see doctor`` when it found a problem that is still there (0: none, or all repaired).
 DOCTOR_PROBLEMS = 4
 

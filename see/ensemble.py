@@ -28,7 +28,7 @@ from see.modeling import load_causal_lm, load_tokenizer, model_context
 from see.prompt import PromptFormat, Query
 from see.routing.fallback import Fallback
 from see.routing.layouts import RouteRequest, route
-from see.routing.rule import Routed
+from see.routing.rule import Routed, expert_thresholds
 from see.store import EnsembleStore, Manifest
 
 
@@ -143,20 +143,8 @@ class Ensemble:
         return self.manifest.indicator
 
     def thresholds(self, threshold: float | None = None) -> dict[str, float | None]:
-        """Each expert's acceptance threshold on P(<<pos>>); None means argmax.
-
-        An explicit ``threshold`` wins. Under ``routing.threshold: argmax`` every
-        expert uses argmax (the paper's rule). Otherwise an expert's own
-        threshold (set when it was added, or by ``see calibrate``) comes first,
-        then a number in ``routing.threshold``, then argmax.
-        """
-        setting = self.manifest.routing.threshold
-        if threshold is not None:
-            return {e.name: threshold for e in self.manifest.experts}
-        if setting == "argmax":
-            return {e.name: None for e in self.manifest.experts}
-        default = setting if isinstance(setting, (int, float)) else None
-        return {e.name: e.threshold if e.threshold is not None else default for e in self.manifest.experts}
+        """Each expert's acceptance threshold on P(<<pos>>); None means argmax (see ``expert_thresholds``)."""
+        return expert_thresholds(self.manifest, threshold)
 
     def prompt_for(self, query: Query) -> str:
         """The prompt text the experts were trained on, for any accepted query form."""

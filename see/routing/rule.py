@@ -95,3 +95,20 @@ def active_adapter_scores(model, prompt, texts: Sequence[str], pos_id: int, batc
         scores += p.tolist()
         accepts += a.tolist()
     return scores, accepts
+
+
+def expert_thresholds(manifest, threshold: float | None = None) -> dict[str, float | None]:
+    """Each expert's acceptance threshold on P(<<pos>>); None means argmax.
+
+    An explicit ``threshold`` wins. Under ``routing.threshold: argmax`` every
+    expert uses argmax (the paper's rule). Otherwise an expert's own
+    threshold (set when it was added, or by ``see calibrate``) comes first,
+    then a number in ``routing.threshold``, then argmax.
+    """
+    setting = manifest.routing.threshold
+    if threshold is not None:
+        return {e.name: threshold for e in manifest.experts}
+    if setting == "argmax":
+        return {e.name: None for e in manifest.experts}
+    default = setting if isinstance(setting, (int, float)) else None
+    return {e.name: e.threshold if e.threshold is not None else default for e in manifest.experts}
