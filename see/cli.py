@@ -360,7 +360,9 @@ def serve(dir: Dir,
           queue_size: Annotated[int, Arg("requests that may wait; past it, 503 with Retry-After")] = 256,
           batch_wait_ms: Annotated[float, Arg("how long a batch collects requests after its first one")] = 5.0,
           reload_interval: Annotated[float, Arg("seconds between manifest checks while idle")] = 1.0,
-          log_level: Annotated[str, Arg("log level", choices=("debug", "info", "warning", "error"))] = "info"
+          log_level: Annotated[str, Arg("log level", choices=("debug", "info", "warning", "error"))] = "info",
+          engine: Annotated[str, Arg("torch, or vllm (needs vLLM: ./dev setup-vllm here, pip install vllm on a "
+                                     "GPU)", choices=("torch", "vllm"))] = "torch"
           ) -> int:
     """Serve the ensemble over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
     /health). The model is the folder's name. Concurrent requests are micro-batched, and experts added
@@ -368,7 +370,7 @@ def serve(dir: Dir,
     from see.serve import serve as run_server
 
     run_server(dir, host=host, port=port, max_batch=max_batch, queue_size=queue_size, batch_wait_ms=batch_wait_ms,
-               reload_interval_s=reload_interval, log_level=log_level)
+               reload_interval_s=reload_interval, log_level=log_level, engine=engine)
     return 0
 
 

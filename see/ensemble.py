@@ -29,6 +29,7 @@ from see.prompt import PromptFormat, Query
 from see.routing.fallback import Fallback
 from see.routing.layouts import RouteRequest, route
 from see.routing.rule import Routed, expert_thresholds
+from see.vllm_engine import VllmEnsemble
 from see.store import EnsembleStore, Manifest
 
 
@@ -93,9 +94,16 @@ class Ensemble:
 
     # -- loading
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Ensemble":
+    def load(cls, path: str | Path, device: str | torch.device | None = None, engine: str = "torch",
+             **engine_args) -> "Ensemble | VllmEnsemble":
+        """Load the ensemble at ``path``. ``engine="vllm"`` serves it on vLLM instead (``see.vllm_engine``):
+        the same rule and answers, with vLLM's multi-LoRA batching; ``engine_args`` go to ``vllm.LLM``."""
         from peft import PeftModel
 
+        if engine == "vllm":
+            return VllmEnsemble.load(path, **engine_args)
+        if engine != "torch":
+            raise ConfigError(f"unknown engine {engine!r}; choose torch or vllm", field="engine")
         store = EnsembleStore(path)
         manifest = store.read()
         device = torch.device(device) if device is not None else torch.device(

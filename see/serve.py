@@ -214,10 +214,10 @@ class _Loaded:
     context: int
 
     @classmethod
-    def load(cls, root: Path, manifest: Path) -> "_Loaded":
+    def load(cls, root: Path, manifest: Path, engine: str = "torch") -> "_Loaded":
         written = int(os.stat(manifest).st_mtime)
         data = manifest.read_bytes()
-        ens = Ensemble.load(root)
+        ens = Ensemble.load(root, engine=engine)
         prompt = PromptFormat(copy.deepcopy(ens.tokenizer), ens.manifest.prompt.template, ens.prompt.context)
         return cls(ens=ens, fingerprint=hashlib.sha256(data).hexdigest(), written=written,
                    default_max_tokens=int(ens.manifest.routing.max_new_tokens), prompt=prompt,
@@ -316,13 +316,14 @@ class _Service:
     """The loaded ensemble, the request queue and the worker that batches it."""
 
     def __init__(self, root: str | Path, max_batch: int, queue_size: int, batch_wait_ms: float,
-                 reload_interval_s: float):
+                 reload_interval_s: float, engine: str = "torch"):
         for key, value, low in (("max_batch", max_batch, 1), ("queue_size", queue_size, 1)):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=key)
         if batch_wait_ms < 0 or reload_interval_s <= 0:
             raise ConfigError("batch_wait_ms must be >= 0 and reload_interval_s > 0", field="serve")
         self.root = Path(root)
+        self.engine = engine
         self.name = self.root.resolve().name
         self.manifest_path = self.root / "manifest.json"
         self.max_batch = max_batch
@@ -332,7 +333,7 @@ class _Service:
         if not self.manifest_path.is_file():
             raise StoreError("not an ensemble: no manifest.json", file=self.root, hint="create one with see init")
         self._seen = _stat_key(self.manifest_path)
-        self.loaded = _Loaded.load(self.root, self.manifest_path)
+        self.loaded = _Loaded.load(self.root, self.manifest_path, self.engine)
         self._reload: tuple[asyncio.Future, str] | None = None
         self._failed: str | None = None
         self._batch_s = 0.0
@@ -439,7 +440,7 @@ class _Service:
             return
         log.info("%s changed; loading the new ensemble while the old one serves", self.manifest_path)
         future = asyncio.get_running_loop().run_in_executor(self._loader, _Loaded.load, self.root,
-                                                           self.manifest_path)
+                                                           self.manifest_path, self.engine)
         self._reload = (future, digest)
 
     def _finish_reload(self) -> None:
@@ -509,12 +510,12 @@ def _chat_response(r: GenerationResult, model: str, fingerprint: str, stream: bo
 # ----------------------------------------------------------------------------- the app
 
 def create_app(dir: str | Path, *, max_batch: int = 32, queue_size: int = 256, batch_wait_ms: float = 5.0,
-               reload_interval_s: float = 1.0) -> FastAPI:
+               reload_interval_s: float = 1.0, engine: str = "torch") -> FastAPI:
     """The FastAPI app serving the ensemble at ``dir``; loads it now, so a bad ensemble fails here.
 
     ``app.state.service`` holds the loaded ensemble and the queue.
     """
-    service = _Service(dir, max_batch, queue_size, batch_wait_ms, reload_interval_s)
+    service = _Service(dir, max_batch, queue_size, batch_wait_ms, reload_interval_s, engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -580,13 +581,14 @@ def create_app(dir: str | Path, *, max_batch: int = 32, queue_size: int = 256, b
 
 
 def serve(dir: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, queue_size: int = 256,
-          batch_wait_ms: float = 5.0, reload_interval_s: float = 1.0, log_level: str = "info") -> None:
+          batch_wait_ms: float = 5.0, reload_interval_s: float = 1.0, log_level: str = "info",
+          engine: str = "torch") -> None:
     """Serve the ensemble at ``dir`` until interrupted (Ctrl-C finishes the requests in flight)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(dir, max_batch=max_batch, queue_size=queue_size, batch_wait_ms=batch_wait_ms,
-                     reload_interval_s=reload_interval_s)
+                     reload_interval_s=reload_interval_s, engine=engine)
     service = app.state.service
     log.info("serving %s as model '%s' (%d experts) on http://%s:%d/v1", dir, service.name,
              len(service.loaded.ens.manifest.experts), host, port)

@@ -19,7 +19,7 @@ LAYERS = [
     ("see.prompt", "see.engine", "see.embedded.families", "see.embedded.build_base"),
     ("see.store", "see.experts"),
     ("see.routing", "see.loading"),
-    ("see.export",),
+    ("see.export", "see.vllm_engine"),
     ("see.ensemble",),
     ("see.lifecycle",),
     ("see.bench", "see.demo", "see.serve", "see.cli"),
