@@ -63,6 +63,15 @@ class VllmResult:
                 "finish_reason": self.finish_reason}
 
 
+@dataclass
+class VllmRoute:
+    """One query's routing decision, as :class:`see.ensemble.RouteDecision` gives it."""
+
+    query: str
+    expert: str | None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
 def export_cache(store: EnsembleStore) -> Path:
     """Where the export of this exact ensemble state lives: keyed by its manifest's bytes."""
     digest = hashlib.sha256(store.manifest_path.read_bytes()).hexdigest()[:16]
@@ -112,6 +121,11 @@ class VllmEnsemble:
                     max_lora_rank=_lora_rank(info["max_rank"]), max_loras=max(1, len(info["experts"])),
                     max_logprobs=max(20, len(info["indicator"]) + 2 * len(info["experts"])), seed=0,
                     dtype="float32")
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            # on CPU vLLM otherwise reserves 92% of the machine's memory for its KV cache
+            args["kv_cache_memory_bytes"] = 1 << 30
         args.update(engine_args)
         llm = LLM(**args)
         context = llm.llm_engine.model_config.max_model_len
@@ -165,11 +179,14 @@ class VllmEnsemble:
             scores.append(row_scores)
         return chosen, scores
 
-    def route(self, queries: Sequence[Query] | Query, *, threshold: float | None = None) -> list[tuple[str | None, dict]]:
+    def route(self, queries: Sequence[Query] | Query, *, threshold: float | None = None,
+              mode: str | None = None) -> list[VllmRoute]:
+        """Routing decisions only: which expert would answer, and every consulted expert's P(<<pos>>)."""
         if isinstance(queries, (str, dict)):
             queries = [queries]
-        encoded = self.prompt.encode_all([self.prompt.text(q) for q in queries], 1)
-        return list(zip(*self._decisions(encoded, self.thresholds(threshold))))
+        texts = [self.prompt.text(q) for q in queries]
+        chosen, scores = self._decisions(self.prompt.encode_all(texts, 1), self.thresholds(threshold))
+        return [VllmRoute(q if isinstance(q, str) else t, c, s) for q, t, c, s in zip(queries, texts, chosen, scores)]
 
     def generate(self, queries: Sequence[Query] | Query, max_new_tokens: int | None = None, *,
                  temperature: float = 0.0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
