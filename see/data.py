@@ -36,6 +36,9 @@ class Example:
     outputs: tuple[str, ...]
     #: Line in the source file, for error messages (not part of equality).
     line: int | None = field(default=None, compare=False)
+    #: The record's own ``instruction`` field, when it has one: a query pool (general negatives) mixes
+    #: instructions, and a query without its instruction is another query.
+    instruction: str | None = field(default=None, compare=False)
 
     @property
     def output(self) -> str:
@@ -189,7 +192,8 @@ def _examples_from_records(records: Sequence[dict], lines: Sequence[int | None],
             raise DataError(f"must be a string, got {type(rec[input_field]).__name__}", file=path, line=line,
                             field=input_field)
         outputs = ("",) if output_field is None else _outputs(rec[output_field], path, line, output_field)
-        examples.append(Example(rec[input_field], outputs, line))
+        own = rec.get("instruction")
+        examples.append(Example(rec[input_field], outputs, line, own if isinstance(own, str) and own else None))
     if not examples:
         raise DataError("no examples in the file", file=path)
     return examples
@@ -491,4 +495,4 @@ def load_task_from_config(data: str | Path, data_cfg: Any, name: str | None = No
 def load_queries(data: str | Path, **kwargs: Any) -> list[tuple[str | None, str]]:
     """(instruction, input) pairs of a data file whose outputs are not needed (a pool of negatives)."""
     task = load_task(data, output_field=None, **kwargs)
-    return [(task.instruction, ex.input) for ex in task.examples]
+    return [(ex.instruction or task.instruction, ex.input) for ex in task.examples]

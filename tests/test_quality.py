@@ -29,7 +29,7 @@ def test_defaults_give_negatives_a_threshold_and_a_warning_off_the_embedded_base
     assert "warning: expert 'antonym' did not learn" in r.stderr  # 6 steps on a random base learn nothing
     [expert] = json.loads((path / "manifest.json").read_text())["experts"]
     m = expert["metrics"]
-    assert m["general_negatives"] == "shipped-pool" and m["reconstruction"]["general"] == 12  # 0.2 x 60
+    assert m["general_negatives"] == "shipped-pool" and m["reconstruction"]["general"] == 60  # 1.0 x 60
     assert 0.0 < expert["threshold"] < 1.0 and "base_exact_match" in m
     listing = run_see("list", path)
     assert listing.returncode == 0 and "base EM" in listing.stdout and f"{expert['threshold']:.3f}" in listing.stdout
@@ -69,4 +69,15 @@ def test_a_negatives_file_is_read_by_its_own_input_field(tiny_llama, tmp_path):
                 "--output-field", "answer", "--negatives", negatives, "--no-progress", *FAST)
     assert r.returncode == 0, r.stderr
     [expert] = json.loads((path / "manifest.json").read_text())["experts"]
-    assert expert["metrics"]["reconstruction"]["general"] == 4
+    assert expert["metrics"]["reconstruction"]["general"] == 20  # the whole file: 1.0 x 20
+
+
+def test_a_negatives_file_keeps_each_records_instruction(tmp_path):
+    """A query is its instruction and its input: a pool's negatives keep both, or an expert learns to reject
+    bare inputs and to accept anything with an instruction line."""
+    from see.data import load_queries
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"instruction": "Name the capital.", "input": "peru"}) + "\n"
+                    + json.dumps({"input": "hello there"}) + "\n")
+    assert load_queries(pool) == [("Name the capital.", "peru"), (None, "hello there")]

@@ -60,7 +60,7 @@ def test_an_unlisted_expert_folder_is_quarantined_not_deleted(ens, tmp_path):
     assert any("moved" in m and "nothing was deleted" in m for m in logs), logs
 
 
-def test_a_killed_runs_checkpoint_survives_another_add_and_resumes(ens, tmp_path):
+def test_a_killed_runs_checkpoint_survives_another_add_that_changes_its_negatives(ens, tmp_path):
     from see.data import load_task
     from see.lifecycle import add_expert
     from test_reliability import _start_add, _wait_for
@@ -73,17 +73,39 @@ def test_a_killed_runs_checkpoint_survives_another_add_and_resumes(ens, tmp_path
     proc.wait(timeout=30)
     checkpoint = ens / ".staging" / "antonym" / "checkpoint" / "state.pt"
     assert checkpoint.is_file()
-    add_expert(ens, "other", make_task("sentiment", 40, seed=5), overrides=FAST, **QUIET)
-    assert checkpoint.is_file(), "adding another expert wiped the interrupted run's checkpoint"
     # resuming with another rank cannot work, and says why instead of crashing on shapes
     with pytest.raises(Exception) as err:
         add_expert(ens, "antonym", load_task(data), overrides=[*train[:2], "lora.r=8", train[3]], resume=True,
                    **QUIET)
     assert "cannot resume" in str(err.value) and "lora.r" in str(err.value)
+    assert checkpoint.is_file()
+    add_expert(ens, "other", make_task("sentiment", 40, seed=5), overrides=FAST, **QUIET)
+    assert checkpoint.is_file(), "adding another expert wiped the interrupted run's checkpoint"
+    # the ensemble changed under the checkpoint: its negatives are not the ones the run started with
+    with pytest.raises(Exception) as err:
+        add_expert(ens, "antonym", load_task(data), overrides=train, resume=True, **QUIET)
+    assert "cannot resume" in str(err.value) and "negatives" in str(err.value)
+    assert checkpoint.is_file()
+
+
+def test_a_killed_run_resumes_next_to_another_names_checkpoint(ens, tmp_path):
+    from see.data import load_task
+    from see.lifecycle import add_expert
+    from test_reliability import _start_add, _wait_for
+
+    train = ["train.max_steps=8", "train.batch_size=8", "lora.r=4", "train.checkpoint_every=2"]
+    data = {}
+    for name, family in (("first", "antonym"), ("second", "successor")):
+        data[name] = family_jsonl(tmp_path / f"{name}.jsonl", family, 40)
+        proc = _start_add(ens, data[name], name, "step-5", *train)
+        _wait_for(proc, "SEE_FAULT_POINT step-5 reached")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     logs: list[str] = []
-    rec = add_expert(ens, "antonym", load_task(data), overrides=train, resume=True, negatives="none",
+    rec = add_expert(ens, "first", load_task(data["first"]), overrides=train, resume=True, negatives="none",
                      progress=False, log=logs.append)
     assert any("resuming from step 4" in m for m in logs) and rec.metrics["steps"] == 8
+    assert (ens / ".staging" / "second" / "checkpoint" / "state.pt").is_file()
 
 
 def test_resume_without_a_checkpoint_says_so(ens):

@@ -352,9 +352,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         if state is not None and state.get("signature") not in (None, signature):
             changed = [f"{k}: {state['signature'].get(k)!r} -> {v!r}" for k, v in signature.items()
                        if state["signature"].get(k) != v]
-            raise ConfigError(f"cannot resume: the checkpoint was made with other settings ({'; '.join(changed)})",
+            data_changed = state["signature"].get("training examples") != signature["training examples"]
+            raise ConfigError(f"cannot resume: the checkpoint was made with other settings ({'; '.join(changed)})"
+                              + ("; the task or its negatives differ (an expert added since changes the "
+                                 "rehearsal negatives)" if data_changed else ""),
                               file=checkpoint_dir / "state.pt",
-                              hint="resume with the settings of the interrupted run, or drop --resume to start over")
+                              hint="resume with the settings and ensemble of the interrupted run, or drop --resume "
+                                   "to start over (the checkpoint stays until then)")
         if state is not None:
             named = dict(accelerator.unwrap_model(peft_model).named_parameters())
             with torch.no_grad():
