@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +27,7 @@ from see.modeling import load_causal_lm, load_tokenizer, model_context
 from see.prompt import PromptFormat, Query
 from see.routing.fallback import Fallback
 from see.routing.layouts import RouteRequest, route
+from see.results import GenerationResult, RouteDecision
 from see.routing.rule import Routed, expert_thresholds
 from see.vllm_engine import VllmEnsemble
 from see.store import EnsembleStore, Manifest
@@ -47,34 +47,6 @@ def _adapter_problem(exc: Exception) -> str:
 
 #: Fewest prompt tokens a query keeps: ``max_new_tokens`` may not take the context below this.
 MIN_PROMPT_TOKENS = 32
-
-
-@dataclass
-class GenerationResult:
-    """One query's answer and how it was routed."""
-
-    query: str
-    answer: str
-    #: The expert that answered, or None when the fallback answered.
-    expert: str | None
-    #: P(<<pos>>) of each consulted expert.
-    scores: dict[str, float] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-
-    def to_json(self) -> dict:
-        return {"query": self.query, "answer": self.answer, "expert": self.expert,
-                "scores": {k: round(v, 6) for k, v in self.scores.items()},
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "finish_reason": self.finish_reason}
-
-
-@dataclass
-class RouteDecision:
-    query: str
-    expert: str | None
-    scores: dict[str, float] = field(default_factory=dict)
 
 
 class Ensemble:

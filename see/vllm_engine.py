@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -37,39 +36,13 @@ from see.export import export_vllm
 from see.loading import ensemble_tokenizer
 from see.modeling import stop_token_id
 from see.prompt import PromptFormat, Query
+from see.results import GenerationResult, RouteDecision
 from see.routing.rule import expert_thresholds
 from see.store import EnsembleStore, Manifest
 
 
 #: Logit bias of a blocked id: far below any logit a model produces, and finite, as vLLM's checks want.
 BLOCK = -1e4
-
-
-@dataclass
-class VllmResult:
-    """One query's answer, as :class:`see.ensemble.GenerationResult` gives it."""
-
-    query: str
-    answer: str
-    expert: str | None
-    scores: dict[str, float] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-
-    def to_json(self) -> dict:
-        return {"query": self.query, "answer": self.answer, "expert": self.expert, "scores": self.scores,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "finish_reason": self.finish_reason}
-
-
-@dataclass
-class VllmRoute:
-    """One query's routing decision, as :class:`see.ensemble.RouteDecision` gives it."""
-
-    query: str
-    expert: str | None
-    scores: dict[str, float] = field(default_factory=dict)
 
 
 def export_cache(store: EnsembleStore) -> Path:
@@ -180,18 +153,18 @@ class VllmEnsemble:
         return chosen, scores
 
     def route(self, queries: Sequence[Query] | Query, *, threshold: float | None = None,
-              mode: str | None = None) -> list[VllmRoute]:
+              mode: str | None = None) -> list[RouteDecision]:
         """Routing decisions only: which expert would answer, and every consulted expert's P(<<pos>>)."""
         if isinstance(queries, (str, dict)):
             queries = [queries]
         texts = [self.prompt.text(q) for q in queries]
         chosen, scores = self._decisions(self.prompt.encode_all(texts, 1), self.thresholds(threshold))
-        return [VllmRoute(q if isinstance(q, str) else t, c, s) for q, t, c, s in zip(queries, texts, chosen, scores)]
+        return [RouteDecision(q if isinstance(q, str) else t, c, s) for q, t, c, s in zip(queries, texts, chosen, scores)]
 
     def generate(self, queries: Sequence[Query] | Query, max_new_tokens: int | None = None, *,
                  temperature: float = 0.0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
                  threshold: float | None = None, mode: str | None = None, ignore_eos: bool = False
-                 ) -> list[VllmResult]:
+                 ) -> list[GenerationResult]:
         """Answers routed newest first; the fallback (the base, no adapter) answers what all reject.
 
         The routing decision is the expert's first token, as in the torch engine; ``temperature``,
@@ -230,7 +203,7 @@ class VllmEnsemble:
         results = []
         for q, t, ids, c, s, out in zip(queries, texts, encoded, chosen, scores, outs):
             d = self._decoded(list(out.outputs[0].token_ids), out.outputs[0].finish_reason, stop_id, stop)
-            results.append(VllmResult(q if isinstance(q, str) else t, d.text, c, s, len(ids),
+            results.append(GenerationResult(q if isinstance(q, str) else t, d.text, c, s, len(ids),
                                       len(d.token_ids) + (c is not None), d.finish_reason))
         return results
 
@@ -247,7 +220,7 @@ class VllmEnsemble:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m see.vllm_engine DIR QUERIES.json OUT.json``: answers of the vllm engine, as JSON lines of
-    :meth:`VllmResult.to_json`; what the comparison test and benchmark run inside vLLM's environment."""
+    :meth:`GenerationResult.to_json`; what the comparison test and benchmark run inside vLLM's environment."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m see.vllm_engine", description=main.__doc__)

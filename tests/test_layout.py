@@ -14,7 +14,7 @@ SEE = Path(__file__).resolve().parents[1] / "see"
 
 #: Lower layers never import higher ones (the data path reads in one direction).
 LAYERS = [
-    ("see.errors", "see.faults", "see.config", "see.jsonio", "see.metrics", "see.embedded", "see.negatives"),
+    ("see.errors", "see.faults", "see.config", "see.jsonio", "see.results", "see.metrics", "see.embedded", "see.negatives"),
     ("see.data", "see.modeling"),
     ("see.prompt", "see.engine", "see.embedded.families", "see.embedded.build_base"),
     ("see.store", "see.experts"),
