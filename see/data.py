@@ -137,6 +137,11 @@ def _read_text(path: Path, max_line: int | None = None) -> str:
     return text.removeprefix("\ufeff")  # a byte-order mark (Excel's CSV) is not part of the first field name
 
 
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(3) == b"\xef\xbb\xbf"
+
+
 def _json_loads(text: str) -> Any:
     """``json.loads`` with a nesting limit: deep input would otherwise end in a RecursionError."""
     depth = 0
@@ -257,7 +262,7 @@ def _through_datasets(kind: str, path: Path, raw: list, lines: list, input_field
     and a file ``datasets`` cannot read but we can is read from the raw records.
     """
     examples = _examples_from_records(raw, lines, path, input_field, output_field)
-    if not path.is_file() or path.read_bytes()[:3] == b"\xef\xbb\xbf":
+    if not path.is_file() or _starts_with_bom(path):
         return examples  # a pipe cannot be read twice; a byte-order mark would rename the first column
     try:
         records = _load_with_datasets(kind, path, **kwargs)

@@ -161,10 +161,11 @@ class Ensemble:
             max_new_tokens = int(self.manifest.routing.max_new_tokens)
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
-        full = [len(self.prompt.encode(t)) for t in texts]
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 stop=tuple(stop), seed=seed, ignore_eos=ignore_eos)
-        encoded = self.prompt.encode_all(texts, max_new_tokens)
+        whole = self.prompt.encode_all(texts)  # once, uncut: the cut below is what encode would do
+        full = [len(ids) for ids in whole]
+        encoded = [self.prompt.truncate(ids, self.prompt.limit(max_new_tokens)) for ids in whole]
         cut = [k for k, (ids, n) in enumerate(zip(encoded, full)) if len(ids) < n]
         if cut:
             k = cut[0]
