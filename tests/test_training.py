@@ -5,7 +5,8 @@ import torch
 from see.config import load_config
 from see.embedded.families import make_task
 from see.experts.reconstruction import reconstruct_task
-from see.experts.training import IGNORE, encode_example, lora_config, train_expert
+from see.experts.training import IGNORE, encode_example, lora_config, rows_only_trainable_tokens, set_train_mode, \
+    train_expert
 from see.modeling import add_indicator_tokens, fit_embeddings, load_causal_lm, load_tokenizer, model_context
 from see.prompt import Indicator, PromptFormat
 
@@ -81,6 +82,46 @@ def test_only_lora_and_indicator_rows_train(tiny_models, arch):
         assert torch.equal(peft_model.get_input_embeddings()(ids)[0], rows_before)
     # the loss fell (recipe-style check on the values)
     assert result.losses[-1] < 0.75 * result.losses[0], result.losses
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rows_only_token_forward_matches_peft(tiny_models, arch):
+    """Same logits and the same gradients as PEFT's whole-matrix forward, on tied and untied heads."""
+    from peft import get_peft_model
+
+    grads, logits = [], []
+    for rows_only in (False, True):
+        model, tok, pos, neg = _setup(tiny_models(arch))
+        torch.manual_seed(0)
+        peft_model = get_peft_model(model, lora_config(load_config(None, ["lora.dropout=0.0"]).lora, model, [pos, neg]))
+        delta = [p for n, p in peft_model.named_parameters() if "trainable_tokens_delta" in n]
+        with torch.no_grad():  # rows unlike the base's, so a forward that ignored them would differ
+            for d in delta:
+                d.add_(torch.randn_like(d))
+        if rows_only:
+            rows_only_trainable_tokens(peft_model)
+        ids = torch.tensor([[5, pos, 7, neg, 9], [pos, pos, 3, 4, neg]])
+        out = peft_model(input_ids=ids).logits
+        out[:, :, [pos, neg, 11]].sum().backward()
+        logits.append(out.detach())
+        grads.append([d.grad.clone() for d in delta])
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(grads[0], grads[1]):
+        assert a.abs().sum() > 0 and torch.allclose(a, b, atol=1e-5)
+
+
+def test_base_dropout_is_off_while_lora_dropout_trains(tiny_models):
+    from peft import get_peft_model
+
+    model, tok, pos, neg = _setup(tiny_models("llama"))
+    peft_model = get_peft_model(model, lora_config(load_config(None, ["lora.dropout=0.1"]).lora, model, [pos, neg]))
+    set_train_mode(peft_model, base_dropout=False)
+    lora_dropouts = [m for n, m in peft_model.named_modules() if n.split(".")[-2:-1] == ["lora_dropout"]]
+    assert lora_dropouts and all(m.training for m in lora_dropouts)
+    assert not any(m.training for n, m in peft_model.named_modules() if "lora_dropout" not in n.split("."))
+    set_train_mode(peft_model, base_dropout=True)
+    assert all(m.training for m in peft_model.modules())
 
 
 def test_lora_config_lists_untied_output_rows(tiny_models):
