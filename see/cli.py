@@ -308,14 +308,19 @@ def doctor(dir: Dir, fix: Annotated[bool, Arg("repair what can be repaired safel
 def bench(config: Annotated[Path, Arg("benchmark YAML (see benchmarks/)", positional=True)],
           out: Annotated[Optional[Path], Arg("output folder (default: the config's `output`)")] = None,
           progress: Annotated[bool, Arg("no progress bar", flags=("--no-progress",))] = True,
+          status: Annotated[bool, Arg("print which cells are done and which remain, with an estimate of the "
+                                      "time left, and run nothing")] = False,
           overrides: Overrides = ()) -> int:
     """Run a continual-learning benchmark: every method on the stream, resumable cell by cell, with a report."""
     from see.bench.config import load_bench_config
-    from see.bench.runner import run_bench
+    from see.bench.runner import bench_status, run_bench
 
     cfg = load_bench_config(config, list(overrides))
     command_line = "see bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     target = Path(out) if out is not None else Path(cfg.output)
+    if status:
+        print(format_bench_status(bench_status(cfg, target)))
+        return 0
     results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command_line)
     print(f"{'method':<16} {'AP':>7} {'BWT':>7} {'route':>7} {'OOD TPR':>8} {'OOD FPR':>8}")
     for method, data in results["methods"].items():
@@ -324,6 +329,24 @@ def bench(config: Annotated[Path, Arg("benchmark YAML (see benchmarks/)", positi
         print(f"{method:<16} {f('AP'):>7} {f('BWT'):>7} {f('Routing acc'):>7} {f('OOD TPR'):>8} {f('OOD FPR'):>8}")
     print(f"report: {target / 'report.md'}")
     return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+def format_bench_status(st: dict) -> str:
+    lines = [f"{st['name']} in {st['out']}: {st['done']}/{st['total']} cells done, "
+             f"about {_duration(st['estimate_left'])} left",
+             f"{'method':<16} {'seed':>4} {'cells':>9} {'spent':>7} {'left':>8}  commits"]
+    for r in st["rows"]:
+        left = "done" if r["done"] == r["total"] else _duration(r["estimate_left"])
+        lines.append(f"{r['method']:<16} {r['seed']:>4} {r['done']:>4}/{r['total']:<4} {_duration(r['seconds']):>7} "
+                     f"{left:>8}  {', '.join(r['commits']) or '-'}")
+    return "\n".join(lines)
 
 
 @command("bench-serve", "serving benchmark (routing cost vs number of experts)")

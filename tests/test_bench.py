@@ -75,6 +75,37 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
     assert calls == [(1, 0)]
 
 
+def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, capsys):
+    from see.bench.runner import bench_status, expected_cells
+
+    cfg_path = _config(tmp_path, tiny_llama)
+    cfg = load_bench_config(cfg_path)
+    out = tmp_path / "out"
+    # nothing run yet: every cell remains and there is nothing to estimate from
+    st = bench_status(cfg, out)
+    assert (st["done"], st["total"]) == (0, 2 + 2 * 4 + 1) and st["estimate_left"] is None
+    assert see_main(["bench", str(cfg_path), "--no-progress"]) == 0
+    cells = sorted((out / "cells").rglob("*.json"))
+    assert len(cells) == len(expected_cells(cfg))
+    values = {p: json.loads(p.read_text()) for p in cells}
+    assert all(v["seconds"] >= 0 and v["commit"] and v["finished"] for v in values.values())
+    report = (out / "report.md").read_text()
+    assert "| see | 0 | 5/5 |" in report and "| seq-lora | 0 | 4/4 |" in report
+    # drop two SEE cells: the estimate is SEE's mean seconds per cell times two
+    see_cells = [p for p in cells if p.parent.parent.name == "see"]
+    for p in see_cells[:2]:
+        p.unlink()
+    kept = [values[p]["seconds"] for p in see_cells[2:]]
+    st = bench_status(cfg, out)
+    row = next(r for r in st["rows"] if r["method"] == "see")
+    assert (st["done"], row["done"], row["total"]) == (9, 3, 5)
+    assert row["estimate_left"] == pytest.approx(2 * sum(kept) / len(kept))
+    assert st["estimate_left"] == pytest.approx(row["estimate_left"])
+    assert see_main(["bench", str(cfg_path), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert "9/11 cells done" in printed and "see" in printed and "3/5" in printed
+
+
 def test_every_baseline_runs_on_a_tiny_stream(tmp_path, tiny_llama):
     from see.bench.runner import run_bench
 

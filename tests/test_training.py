@@ -181,3 +181,15 @@ def test_early_stopping_keeps_the_best_weights_and_stops_on_a_plateau():
     assert stopping.best_step == 50 and stopping.best_score == 0.5 and stopping.best_loss == 0.98
     stopping.restore_best(model)
     assert torch.all(model.weight == 50)
+
+
+def test_a_perfect_expert_stops_although_its_tiny_loss_keeps_falling():
+    """Loss 0.0024 -> 0.0008 -> ... falls by far more than 1% each time, but by less than MIN_LOSS_GAIN: after
+    the first perfect evaluation, three more end training."""
+    from see.experts.training import EarlyStopping
+
+    losses = iter([0.0024, 0.0008, 0.0006, 0.0004, 0.0003])
+    stopping = EarlyStopping(lambda m: {"heldout_score": 1.0, "heldout_loss": next(losses)}, every=100, patience=3)
+    model = torch.nn.Linear(2, 2)
+    assert [stopping(model, s) for s in (100, 200, 300, 400)] == [False, False, False, True]
+    assert stopping.best_step == 100

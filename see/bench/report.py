@@ -121,8 +121,18 @@ def write_report(results: dict, out: Path) -> None:
              + (f" (max {cfg['train']['max_steps']} steps)" if cfg['train']['max_steps'] else "")
              + f", batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}. Rehearsal/replay buffer "
              f"{cfg['reconstruction']['rehearsal_size']} queries per task.",
-             f"- Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.", "",
-             "## Results (percent, mean ± std over seeds)", "",
+             f"- Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.", ""]
+    status = results.get("cell_status")
+    if status:
+        spent = sum(r["seconds"] for r in status["rows"])
+        lines += [f"**Cells:** {status['done']}/{status['total']} done, {spent / 3600:.2f} h of wall time in all "
+                  "(a cell's time includes the training its row needed; cells are resumable, so they may come "
+                  "from several invocations and commits).", "",
+                  "| method | seed | cells | wall time | commit(s) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['seed']} | {r['done']}/{r['total']} | {r['seconds'] / 60:.1f} min | "
+                  f"{', '.join(r['commits']) or '–'} |" for r in status["rows"]]
+        lines.append("")
+    lines += ["## Results (percent, mean ± std over seeds)", "",
              "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for method, data in results["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_fmt(data["summary"][k]) for k in METRICS) + " |")

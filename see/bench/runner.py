@@ -24,8 +24,14 @@ from see.metrics import score_answers
 class Cells:
     """The per-cell files of a run."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, commit: str = ""):
         self.root = root
+        self.commit = commit
+        self.mark = time.time()
+
+    def restart_clock(self) -> None:
+        """Time the next cell from now (a method starts; a seed's data was loaded)."""
+        self.mark = time.time()
 
     def path(self, method: str, seed: int, row: str | int, col: str | int) -> Path:
         return self.root / "cells" / method / f"seed{seed}" / f"r{row}_{col}.json"
@@ -35,6 +41,12 @@ class Cells:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def put(self, value: dict, *key) -> None:
+        """Save a cell, with the wall seconds since the previous cell of this run (the training a row
+        needs is charged to its first cell) and the commit of the code that computed it."""
+        now = time.time()
+        value = {**value, "seconds": round(now - self.mark, 2), "commit": self.commit,
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        self.mark = now
         p = self.path(*key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
@@ -62,7 +74,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     versions = _versions()  # at the start: the code that runs, whatever is committed meanwhile
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(cfg, out)
-    cells = Cells(out)
+    cells = Cells(out, versions["git"])
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     methods = list(cfg.methods)
     T = len(cfg.stream)
@@ -82,6 +94,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
         ctx = Context(cfg, seed, out / "work" / f"seed{seed}", tasks, negatives, log)
         # the base model alone: the zero-shot scores FWT is measured against
         base = BaseModel(ctx)
+        cells.restart_clock()
         for j, task in enumerate(tasks):
             if cells.get("base", seed, "zero", j) is None:
                 cells.put(_cell_value(base.answer(0, j, _queries(task.test)), task.test, task.metric),
@@ -90,6 +103,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
         for name in methods:
             t0 = time.time()
             method = METHODS[name](ctx)
+            cells.restart_clock()
             rows = range(T - 1, T) if name == "mtl-lora" else range(T)
             if name == "mtl-lora":
                 bar.update(T * (T - 1))  # MTL has only the last row
@@ -114,11 +128,62 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
             del method
     bar.close()
     results = aggregate(cfg, cells, notes)
+    results["cell_status"] = bench_status(cfg, out)
     results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
                     "versions": versions, "config": OmegaConf.to_container(cfg, resolve=True)})
     (out / "results.json").write_text(strict_json(results, indent=2) + "\n")
     write_report(results, out)
     return results
+
+
+def expected_cells(cfg: Any) -> list[tuple]:
+    """Every cell key a complete run of ``cfg`` writes, in the order the runner computes them."""
+    T = len(cfg.stream)
+    keys: list[tuple] = []
+    for seed in cfg.seeds:
+        keys += [("base", seed, "zero", j) for j in range(T)]
+        for name in cfg.methods:
+            for i in (range(T - 1, T) if name == "mtl-lora" else range(T)):
+                keys += [(name, seed, i, j) for j in range(T)]
+                if name in ROUTING_METHODS and i == T - 1 and len(cfg.ood):
+                    keys.append((name, seed, i, "ood"))
+    return keys
+
+
+def bench_status(cfg: Any, out: Path) -> dict:
+    """Which cells of ``cfg`` are done in ``out`` and which remain, with an estimate of the time left.
+
+    A remaining cell is estimated at the mean wall seconds of the done cells of its method (of any method
+    when its method has none yet); cells written before cells carried their time count as done but do not
+    inform the estimate.
+    """
+    cells = Cells(out)
+    rows: dict[tuple, dict] = {}
+    timed: dict[str, list[float]] = {}
+    for key in expected_cells(cfg):
+        method, seed = key[0], key[1]
+        row = rows.setdefault((method, seed), {"method": method, "seed": seed, "done": 0, "total": 0,
+                                               "seconds": 0.0, "commits": set()})
+        row["total"] += 1
+        value = cells.get(*key)
+        if value is None:
+            continue
+        row["done"] += 1
+        if value.get("seconds") is not None:
+            row["seconds"] += value["seconds"]
+            timed.setdefault(method, []).append(value["seconds"])
+        row["commits"].add(value.get("commit") or "unrecorded")
+    every = [t for ts in timed.values() for t in ts]
+    left = 0.0
+    for row in rows.values():
+        ts = timed.get(row["method"]) or every
+        row["estimate_left"] = (row["total"] - row["done"]) * (sum(ts) / len(ts)) if ts else None
+        left += row["estimate_left"] or 0.0
+        row["commits"] = sorted(row["commits"])
+    done = sum(r["done"] for r in rows.values())
+    total = sum(r["total"] for r in rows.values())
+    return {"name": cfg.name, "out": str(out), "done": done, "total": total, "rows": list(rows.values()),
+            "estimate_left": left if every or done == total else None}
 
 
 #: Config keys a rerun may change without invalidating finished cells (they only choose which cells exist).

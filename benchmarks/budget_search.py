@@ -1,0 +1,169 @@
+"""Find, by measurement, the training budget at which a stream's per-task LoRA (the oracle) clearly learns.
+
+For each task of a benchmark config, one plain LoRA (the oracle's training, ``Context.train_plain``) trains
+for ``--steps`` optimizer steps; every ``--every`` steps it answers a validation set drawn from the task's
+*training* split (disjoint from the examples it trains on; the test split is never read). The learning
+curve, the majority-class share and the base model's zero-shot score on the same validation set go to
+``OUT/results.json`` and ``OUT/report.md``.
+
+"Clearly learns" is the issue's rule: a classification task (exact match) reaches the majority class + 15
+points; a generation task (ROUGE-L) reaches twice the base's zero-shot score.
+
+    python benchmarks/budget_search.py benchmarks/cl-standard.yaml --steps 500 --every 50 \\
+        --out benchmarks/results/budget/cl-standard
+
+Tasks already in ``OUT/results.json`` are skipped, so an interrupted run resumes task by task.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from see.bench.config import load_bench_config  # noqa: E402
+from see.bench.methods import Context  # noqa: E402
+from see.bench.runner import _versions  # noqa: E402
+from see.bench.tasks import stream_task  # noqa: E402
+from see.data import Task  # noqa: E402
+from see.engine.decode import SamplingParams, generate  # noqa: E402
+from see.jsonio import strict_json  # noqa: E402
+from see.metrics import score_answers  # noqa: E402
+
+
+def learns_threshold(metric: str, majority: float | None, zero_shot: float) -> float:
+    """The score a task must reach to count as learned."""
+    if metric == "exact_match":
+        return (majority or 0.0) + 0.15
+    return 2 * zero_shot
+
+
+def majority_share(examples) -> float:
+    counts = collections.Counter(ex.outputs[0].strip().lower() for ex in examples)
+    return counts.most_common(1)[0][1] / len(examples)
+
+
+def answer(model, ctx: Context, task: Task, max_new_tokens: int, batch_size: int) -> list[str]:
+    prompts = ctx.prompts([(task.instruction, ex.input) for ex in task.examples])
+    encoded = ctx.prompt.encode_all(prompts, max_new_tokens)
+    return [d.text for d in generate(model, ctx.prompt, encoded, SamplingParams(max_new_tokens),
+                                     batch_size=batch_size)]
+
+
+def search_task(cfg, spec, seed: int, steps: int, every: int, n_val: int, log) -> dict:
+    n_train = int(cfg.budget.train_examples)
+    budget = OmegaConf.merge(cfg.budget, {"train_examples": n_train + n_val})
+    st = stream_task(spec, budget, seed)
+    pool = list(st.train.examples)
+    if len(pool) < n_val + 20:
+        raise SystemExit(f"{spec.name}: only {len(pool)} training examples, too few for {n_val} validation ones")
+    val = Task(spec.name, pool[-n_val:], st.train.instruction, st.train.source)
+    train = Task(spec.name, pool[:-n_val], st.train.instruction, st.train.source)
+    ctx = Context(cfg, seed, Path("/nonexistent"), [st], [], log)
+    ctx.train_cfg = OmegaConf.merge(ctx.train_cfg, {"max_steps": steps, "eval_every": every, "patience": 0})
+    b = cfg.budget
+    base = ctx.base_model()
+    zero = score_answers(answer(base, ctx, val, int(b.max_new_tokens), int(b.eval_batch_size)), val.examples,
+                         spec.metric)
+    zero_shot = sum(zero) / len(zero)
+    majority = majority_share(val.examples) if spec.metric == "exact_match" else None
+    start = time.time()
+    curve: list[dict] = []
+
+    def evaluate(model) -> dict:
+        scores = score_answers(answer(model, ctx, val, int(b.max_new_tokens), int(b.eval_batch_size)),
+                               val.examples, spec.metric)
+        score = sum(scores) / len(scores)
+        curve.append({"seconds": round(time.time() - start, 1), "score": round(score, 4)})
+        log(f"  {spec.name}: validation {spec.metric} {100 * score:.1f} after {time.time() - start:.0f}s")
+        return {"heldout_score": score}
+
+    from see.experts.training import encode_examples, train_lora
+
+    encoded, _ = encode_examples(base, ctx.prompt, ctx.examples(train), None, ctx.train_cfg)
+    _, result = train_lora(base, ctx.prompt, encoded, lora=cfg.lora, train=ctx.train_cfg, progress=False,
+                           log=log, evaluate=evaluate)
+    history = result.metrics.get("eval_history", [])
+    for point, h in zip(curve, history):
+        point["step"] = h["step"]
+    threshold = learns_threshold(spec.metric, majority, zero_shot)
+    first = next((p["step"] for p in curve if p["score"] >= threshold), None)
+    return {"task": spec.name, "metric": spec.metric, "train_examples": len(train.examples),
+            "validation_examples": n_val, "majority": majority, "zero_shot": round(zero_shot, 4),
+            "threshold": round(threshold, 4), "curve": curve, "first_step_learned": first,
+            "best": max((p["score"] for p in curve), default=None), "seconds": round(time.time() - start, 1),
+            "steps": result.steps, "train_loss": result.metrics.get("train_loss")}
+
+
+def write_report(results: dict, out: Path) -> None:
+    cfg = results["config"]
+    lines = [f"# Budget search: `{results['name']}` on `{cfg['base']}`", "",
+             f"Produced by `{results['command']}`.", "",
+             f"- Code: git `{results['versions']['git']}`; versions: "
+             + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if k != "git") + ".",
+             f"- One plain LoRA per task (the oracle's training): r={cfg['lora']['r']}, alpha={cfg['lora']['alpha']}, "
+             f"batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}, max_length {cfg['train']['max_length']}, "
+             f"{results['steps']} steps, seed {results['seed']}; validation every {results['every']} steps on "
+             f"{results['validation_examples']} examples of the task's training split that it does not train on "
+             "(the test split is never read).",
+             "- Learned means: classification (exact match) at least the majority class + 15 points; generation "
+             "(ROUGE-L) at least twice the base's zero-shot score.", "",
+             "| task | metric | train ex. | majority | zero-shot | needed | best | first step that meets it | "
+             "wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in results["tasks"].values():
+        lines.append(f"| {r['task']} | {r['metric']} | {r['train_examples']} | {pct(r['majority'])} | "
+                     f"{pct(r['zero_shot'])} | {pct(r['threshold'])} | {pct(r['best'])} | "
+                     f"{r['first_step_learned'] if r['first_step_learned'] is not None else '**not reached**'} | "
+                     f"{r['seconds']:.0f} |")
+    lines += ["", "## Learning curves (validation score, percent, by step)", ""]
+    for r in results["tasks"].values():
+        lines.append(f"- `{r['task']}`: " + ", ".join(f"{p.get('step', '?')}: {pct(p['score'])}" for p in r["curve"]))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--validation", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="*", help="only these stream tasks")
+    p.add_argument("overrides", nargs="*", help="key=value benchmark-config overrides (e.g. train.max_length=128)")
+    args = p.parse_args()
+    cfg = load_bench_config(args.config, args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "results.json"
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    settings = {"steps": args.steps, "every": args.every, "validation_examples": args.validation, "seed": args.seed,
+                "config": OmegaConf.to_container(cfg, resolve=True)}
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results and any(results.get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{path} holds a search with other settings: use another --out")
+    results.update({"name": cfg.name, "command": command, "versions": _versions(), **settings})
+    results.setdefault("tasks", {})
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    for spec in cfg.stream:
+        if (args.tasks and spec.name not in args.tasks) or spec.name in results["tasks"]:
+            continue
+        log(f"{spec.name}: training {args.steps} steps")
+        results["tasks"][spec.name] = search_task(cfg, spec, args.seed, args.steps, args.every, args.validation, log)
+        path.write_text(strict_json(results, indent=2) + "\n")
+        write_report(results, args.out)
+    write_report(results, args.out)
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
