@@ -154,8 +154,8 @@ def bench_status(cfg: Any, out: Path) -> dict:
     """Which cells of ``cfg`` are done in ``out`` and which remain, with an estimate of the time left.
 
     A remaining cell is estimated at the mean wall seconds of the done cells of its method (of any method
-    when its method has none yet); cells written before cells carried their time count as done but do not
-    inform the estimate.
+    when its method has none yet). Cells written before cells carried their time count as done; the estimate
+    then comes from the per-method timings of the folder's last ``results.json``.
     """
     cells = Cells(out)
     rows: dict[tuple, dict] = {}
@@ -173,6 +173,15 @@ def bench_status(cfg: Any, out: Path) -> dict:
             row["seconds"] += value["seconds"]
             timed.setdefault(method, []).append(value["seconds"])
         row["commits"].add(value.get("commit") or "unrecorded")
+    if not timed:  # cells from before cells carried their time: the last report's per-method timings
+        try:
+            timings = json.loads((out / "results.json").read_text()).get("timings", {})
+        except (OSError, ValueError):
+            timings = {}
+        for (method, seed), row in rows.items():
+            spent = timings.get(f"{method}/seed{seed}")
+            if spent and row["done"] == row["total"]:  # a resumed run that computed nothing took 0 s
+                timed.setdefault(method, []).extend([spent / row["total"]] * row["total"])
     every = [t for ts in timed.values() for t in ts]
     left = 0.0
     for row in rows.values():
