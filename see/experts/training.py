@@ -209,10 +209,9 @@ def set_train_mode(peft_model, base_dropout: bool) -> None:
     ``minilm``, 32% of the step time and 360 MB of peak memory. LoRA's own
     dropout (``lora.dropout``) stays on.
     """
-    peft_model.train()
+    peft_model.train(base_dropout)
     if base_dropout:
         return
-    peft_model.eval()
     for name, module in peft_model.named_modules():
         if "lora_dropout" in name.split("."):
             module.train()
@@ -429,6 +428,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                                              cpu=not torch.cuda.is_available())
     set_seed(int(train.seed))
     bound_heap()
+    base_dropout = bool(getattr(train, "base_dropout", False))
     if not encoded:
         raise DataError("no training examples", file=where)
     tokenizer = prompt.tokenizer
@@ -447,7 +447,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     if evaluate is not None and train.eval_every != 0:
         every = int(train.eval_every) if train.eval_every else max(10, total // 10)
         stopping = EarlyStopping(evaluate, every, early_stopping_patience(train),
-                                 train_mode=lambda m: set_train_mode(m, bool(getattr(train, "base_dropout", False))))
+                                 train_mode=lambda m: set_train_mode(m, base_dropout))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
                               num_training_steps=total)
     peft_model, optimizer, loader, scheduler = accelerator.prepare(peft_model, optimizer, loader, scheduler)
@@ -480,7 +480,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             random.setstate(state["python_rng"])
             log(f"resuming from step {step}/{total}")
 
-    set_train_mode(peft_model, bool(getattr(train, "base_dropout", False)))
+    set_train_mode(peft_model, base_dropout)
     bar = tqdm(total=total, initial=step, desc="training", disable=not (progress and accelerator.is_main_process),
                dynamic_ncols=True, leave=False)
     batches_per_update = int(train.grad_accum)
