@@ -310,10 +310,12 @@ def bench(config: Annotated[Path, Arg("benchmark YAML (see benchmarks/)", positi
           progress: Annotated[bool, Arg("no progress bar", flags=("--no-progress",))] = True,
           status: Annotated[bool, Arg("print which cells are done and which remain, with an estimate of the "
                                       "time left, and run nothing")] = False,
+          report: Annotated[bool, Arg("write results.json and report.md from the cells done so far, and train "
+                                      "or generate nothing (a long run's partial results, while it goes on)")] = False,
           overrides: Overrides = ()) -> int:
     """Run a continual-learning benchmark: every method on the stream, resumable cell by cell, with a report."""
     from see.bench.config import load_bench_config
-    from see.bench.runner import bench_status, run_bench
+    from see.bench.runner import bench_status, report_bench, run_bench
 
     cfg = load_bench_config(config, list(overrides))
     command_line = "see bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -321,7 +323,10 @@ def bench(config: Annotated[Path, Arg("benchmark YAML (see benchmarks/)", positi
     if status:
         print(format_bench_status(bench_status(cfg, target)))
         return 0
-    results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command_line)
+    if report:
+        results = report_bench(cfg, target, command=command_line)
+    else:
+        results = run_bench(cfg, target, log=lambda m: print(m, flush=True), progress=progress, command=command_line)
     print(f"{'method':<16} {'AP':>7} {'BWT':>7} {'route':>7} {'OOD TPR':>8} {'OOD FPR':>8}")
     for method, data in results["methods"].items():
         s = data["summary"]

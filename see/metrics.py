@@ -165,6 +165,27 @@ def auroc(scores_pos: Sequence[float], scores_neg: Sequence[float]) -> float | N
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def tpr_at_fpr(scores_pos: Sequence[float], scores_neg: Sequence[float], max_fpr: float) -> float | None:
+    """The largest share of positives that one threshold flags while it flags at most ``max_fpr`` of the negatives.
+
+    A query is flagged when its score is strictly above the threshold, so tied negatives are flagged or spared
+    together. For OOD detection the positives are the OOD queries and the score says "unlike every task"; the
+    threshold is chosen on the very scores it is judged on, so this is the best any threshold could do (a
+    threshold-free figure, like AUROC), not what a deployed threshold achieves.
+    """
+    if not scores_pos or not scores_neg:
+        return None
+    if not 0.0 <= max_fpr <= 1.0:
+        raise ValueError(f"max_fpr must be in [0, 1], got {max_fpr}")
+    allowed = math.floor(max_fpr * len(scores_neg) + 1e-9)
+    if allowed >= len(scores_neg):
+        return 1.0
+    # flagging strictly above the (allowed+1)-th highest negative flags at most `allowed` negatives; any lower
+    # threshold would flag that negative too
+    threshold = sorted(scores_neg, reverse=True)[allowed]
+    return sum(s > threshold for s in scores_pos) / len(scores_pos)
+
+
 def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation over seeds (spread 0.0 for a single value)."""
     vals = [v for v in values if _ok(v)]

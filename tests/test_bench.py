@@ -75,7 +75,7 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
     assert calls == [(1, 0)]
 
 
-def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, capsys):
+def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, capsys, monkeypatch):
     from see.bench.runner import bench_status, expected_cells
 
     cfg_path = _config(tmp_path, tiny_llama)
@@ -104,6 +104,41 @@ def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, caps
     assert see_main(["bench", str(cfg_path), "--status"]) == 0
     printed = capsys.readouterr().out
     assert "9/11 cells done" in printed and "see" in printed and "3/5" in printed
+
+    # --report renders the partial run and computes nothing (answering would fail)
+    from see.bench import methods
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--report must not compute a cell")
+
+    for cls in (methods.See, methods.SequentialLora, methods.BaseModel):
+        monkeypatch.setattr(cls, "answer", refuse)
+    assert see_main(["bench", str(cfg_path), "--report"]) == 0
+    assert len(list((out / "cells").rglob("*.json"))) == 9
+    report = (out / "report.md").read_text()
+    assert "Written from the cells done so far" in report and "| see | 0 | 3/5 |" in report
+    assert json.loads((out / "results.json").read_text())["report_only"] is True
+    empty = tmp_path / "empty"
+    assert see_main(["bench", str(cfg_path), "--report", "--out", str(empty)]) == 2
+    assert "no benchmark cells" in capsys.readouterr().err
+
+
+def test_routing_failures_are_counted_and_quoted():
+    from see.bench.report import _routing_section, misrouted_examples
+
+    names = ["a", "b"]
+    chosen = [["a", "b", None, "b"], ["b", "b"]]
+    inputs = [["q1", "q2  with\nspaces", "q3", "q4"], ["q5", "q6"]]
+    failures = misrouted_examples(names, chosen, inputs, per_pair=1)
+    assert failures == {"a -> b": ["q2 with spaces"], "a -> fallback": ["q3"]}
+    results = {"tasks": names, "methods": {"see": {"per_seed": {
+        "0": {"confusion": [[1, 2, 1], [0, 2, 0]], "failures": failures},
+        "1": {"confusion": [[3, 0, 1], [1, 1, 0]], "failures": {}}}}}}
+    text = "\n".join(_routing_section(results))
+    # summed over seeds: a -> a 4, a -> b 2, a -> fallback 2 (of 8); b -> a 1 of 4
+    assert "| a | 4 (50%) | 2 (25%) | 2 (25%) |" in text and "| b | 1 (25%) | 3 (75%) | 0 (0%) |" in text
+    assert "`a -> b`: 2 queries (25% of a's); e.g. “q2 with spaces”" in text
+    assert "`b -> a`: 1 queries (25% of b's)" in text
 
 
 def test_every_baseline_runs_on_a_tiny_stream(tmp_path, tiny_llama):

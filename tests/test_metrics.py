@@ -4,7 +4,7 @@ import pytest
 
 from see.metrics import (auroc, average_performance, backward_transfer, exact_match, fallback_rate, forgetting,
                          forward_transfer, mean_and_spread, normalize_answer, rouge_l, routing_accuracy,
-                         routing_confusion)
+                         routing_confusion, tpr_at_fpr)
 
 NAN = float("nan")
 
@@ -89,6 +89,31 @@ def test_auroc_by_hand():
     # pairs: (0.5 vs 0.5) tie = 0.5, (0.5 vs 0.2) = 1, (0.9 vs 0.5) = 1, (0.9 vs 0.2) = 1 -> 3.5 / 4
     assert auroc([0.5, 0.9], [0.5, 0.2]) == pytest.approx(0.875)
     assert auroc([], [0.1]) is None
+
+
+@pytest.mark.parametrize("pos, neg, max_fpr, expected", [
+    # 4 negatives at 25%: one may be flagged, so the threshold is the 2nd highest negative (0.5): 0.9, 0.8 pass
+    ([0.9, 0.8, 0.3], [0.1, 0.2, 0.5, 0.7], 0.25, 2 / 3),
+    # none may be flagged: strictly above the highest negative (0.7)
+    ([0.9, 0.8, 0.3], [0.1, 0.2, 0.5, 0.7], 0.0, 2 / 3),
+    # two may be flagged: strictly above 0.2, every positive
+    ([0.9, 0.8, 0.3], [0.1, 0.2, 0.5, 0.7], 0.5, 1.0),
+    # 5% of 4 negatives rounds down to none
+    ([0.9, 0.8, 0.3], [0.1, 0.2, 0.5, 0.7], 0.05, 2 / 3),
+    # tied negatives are flagged together: one allowed, but both sit at 0.5, so neither is; the tied positive too
+    ([0.5, 0.6], [0.5, 0.5], 0.5, 1 / 2),
+    # every negative may be flagged: every positive is
+    ([0.0], [0.4, 0.9], 1.0, 1.0),
+    ([], [0.1], 0.05, None),
+])
+def test_tpr_at_fpr_by_hand(pos, neg, max_fpr, expected):
+    got = tpr_at_fpr(pos, neg, max_fpr)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_tpr_at_fpr_rejects_a_rate_outside_0_1():
+    with pytest.raises(ValueError):
+        tpr_at_fpr([0.1], [0.2], 5.0)
 
 
 def test_mean_and_spread():

@@ -6,9 +6,13 @@ from typing import Any
 
 from see.bench.methods import ROUTING_METHODS
 from see.metrics import (auroc, average_performance, backward_transfer, fallback_rate, forgetting, forward_transfer,
-                         mean_and_spread, routing_accuracy, routing_confusion)
+                         mean_and_spread, routing_accuracy, routing_confusion, tpr_at_fpr)
 
-METRICS = ("AP", "BWT", "FWT", "Forgetting", "Routing acc", "OOD TPR", "OOD FPR", "OOD AUROC")
+METRICS = ("AP", "BWT", "FWT", "Forgetting", "Routing acc", "OOD TPR", "OOD FPR", "OOD TPR@5%FPR", "OOD AUROC")
+#: The in-distribution false-positive rate at which the threshold-free OOD TPR is read.
+OOD_MAX_FPR = 0.05
+#: Misrouted test queries kept per (task, chosen) pair and seed, for the report's examples.
+FAILURE_EXAMPLES = 3
 
 DEFINITIONS = """\
 - **R[i][j]**: score on task j after training through task i (exact match, any acceptable answer, for
@@ -25,6 +29,10 @@ DEFINITIONS = """\
   in-distribution test queries sent to the fallback. **OOD AUROC**: area under the ROC curve separating OOD
   from in-distribution queries by the method's confidence (SEE: max P(<<pos>>) over experts; kNN: similarity
   to the nearest stored query; Arrow: its largest mixing weight), computed without any threshold.
+- **OOD TPR@5%FPR**: the largest share of OOD queries that a single threshold on that same confidence sends to
+  the fallback while it sends at most 5% of in-distribution test queries there. The threshold is picked on the
+  test scores themselves, so it is the best any threshold could do, not the method's own operating point
+  (that is OOD TPR / OOD FPR).
 - mtl-lora trains once on all tasks, so only its last row exists (AP only). Methods without routing have no
   routing or OOD figures.
 - Each figure is the mean ± sample standard deviation over seeds."""
@@ -34,7 +42,9 @@ def _matrix(cells, method: str, seed: int, T: int) -> list[list[float | None]]:
     return [[(c or {}).get("score") for c in (cells.get(method, seed, i, j) for j in range(T))] for i in range(T)]
 
 
-def aggregate(cfg: Any, cells, notes: list[str]) -> dict:
+def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None) -> dict:
+    """Metrics per method and seed, and their mean and spread. ``inputs`` ({seed: one list of test inputs per
+    task, in cell order}) lets the report quote misrouted queries."""
     T = len(cfg.stream)
     names = [t.name for t in cfg.stream]
     out: dict = {"name": cfg.name, "base": cfg.base, "tasks": names, "seeds": list(cfg.seeds),
@@ -62,6 +72,10 @@ def aggregate(cfg: Any, cells, notes: list[str]) -> dict:
                     ood_scores = [s for s in ood["ood_score"] if s is not None]
                     # OOD is the positive class: a lower in-distribution score means "more OOD"
                     m["OOD AUROC"] = auroc([-s for s in ood_scores], [-s for s in ind_scores])
+                    m["OOD TPR@5%FPR"] = tpr_at_fpr([-s for s in ood_scores], [-s for s in ind_scores], OOD_MAX_FPR)
+                seed_inputs = (inputs or {}).get(seed) or (inputs or {}).get(str(seed))
+                if seed_inputs:
+                    m["failures"] = misrouted_examples(names, [c.get("chosen", []) for c in last], seed_inputs)
             per_seed[str(seed)] = m
         summary = {}
         for key in METRICS:
@@ -71,6 +85,20 @@ def aggregate(cfg: Any, cells, notes: list[str]) -> dict:
         mean_R = [[mean_and_spread([per_seed[s]["R"][i][j] for s in per_seed])[0] for j in range(T)]
                   for i in range(T)]
         out["methods"][method] = {"per_seed": per_seed, "summary": summary, "mean_R": mean_R}
+    return out
+
+
+def misrouted_examples(names: list[str], chosen: list[list], inputs: list[list[str]],
+                       per_pair: int = FAILURE_EXAMPLES) -> dict[str, list[str]]:
+    """{"task -> chosen": the first few misrouted inputs} over one seed's last row (None is the fallback)."""
+    out: dict[str, list[str]] = {}
+    for j, task in enumerate(names):
+        for c, text in zip(chosen[j], inputs[j]):
+            if c == task:
+                continue
+            examples = out.setdefault(f"{task} -> {'fallback' if c is None else c}", [])
+            if len(examples) < per_pair:
+                examples.append(" ".join(text.split())[:160])
     return out
 
 
@@ -94,22 +122,74 @@ def _comparisons(results: dict) -> list[str]:
             o = data["summary"]["AP"]
             diff = 100 * (ap["mean"] - o["mean"])
             spread = 100 * max(ap["std"] or 0, o["std"] or 0)
-            if abs(diff) <= spread:
+            seeds = min(_seeds_with(methods[ours], "AP"), _seeds_with(data, "AP"))
+            if seeds < 2:
+                verdict = "(one seed, no spread to judge by) scores " + ("above" if diff > 0 else "at or below")
+            elif abs(diff) <= spread:
                 verdict = "is within the seed spread of"
             elif diff > 0:
                 verdict = "beats"
             else:
                 verdict = "**does not beat**"
             lines.append(f"- {ours} {verdict} {other} on AP ({100 * ap['mean']:.1f} vs {100 * o['mean']:.1f}, "
-                         f"difference {diff:+.1f} points; seed spread up to {spread:.1f}).")
+                         f"difference {diff:+.1f} points; seed spread up to {spread:.1f}; {seeds} seed(s)).")
+        s = methods[ours]["summary"]
+        if s["Routing acc"]["mean"] is not None:
+            lines.append(f"- {ours}: routing accuracy {_fmt(s['Routing acc'])}; BWT {_fmt(s['BWT'])}.")
+        if s["OOD TPR"]["mean"] is not None:
+            lines.append(f"- {ours}, OOD at its own thresholds: TPR {_fmt(s['OOD TPR'])} with in-distribution FPR "
+                         f"{_fmt(s['OOD FPR'])}; the best single threshold on its scores reaches TPR "
+                         f"{_fmt(s['OOD TPR@5%FPR'])} at FPR ≤ {100 * OOD_MAX_FPR:.0f}% (AUROC "
+                         f"{_fmt(s['OOD AUROC'])}).")
+    return lines
+
+
+def _seeds_with(data: dict, key: str) -> int:
+    return sum(m.get(key) is not None for m in data["per_seed"].values())
+
+
+def _routing_section(results: dict) -> list[str]:
+    """Confusion tables (counts over all seeds) and the largest failures, quoted."""
+    tasks = results["tasks"]
+    lines: list[str] = []
+    for method, data in results["methods"].items():
+        mats = [m["confusion"] for m in data["per_seed"].values() if m.get("confusion")]
+        if not mats:
+            continue
+        C = [[sum(M[i][j] for M in mats) for j in range(len(tasks) + 1)] for i in range(len(tasks))]
+        lines += [f"### {method}", "", f"Test queries after the last task, summed over {len(mats)} seed(s); "
+                  "each cell is a count (share of the row).", "",
+                  "| task \\ chosen | " + " | ".join(tasks) + " | fallback |", "|---" * (len(tasks) + 2) + "|"]
+        for i, row in enumerate(C):
+            total = max(1, sum(row))
+            lines.append(f"| {tasks[i]} | " + " | ".join(f"{v} ({100 * v / total:.0f}%)" for v in row) + " |")
+        pairs = sorted(((C[i][j], i, j) for i in range(len(tasks)) for j in range(len(tasks) + 1)
+                        if i != j and C[i][j]), reverse=True)
+        lines.append("")
+        if not pairs:
+            lines += ["No test query went to another task's expert or to the fallback.", ""]
+            continue
+        lines.append("Largest failures:")
+        for count, i, j in pairs[:4]:
+            key = f"{tasks[i]} -> {'fallback' if j == len(tasks) else tasks[j]}"
+            quoted = next((m["failures"][key] for m in data["per_seed"].values() if m.get("failures", {}).get(key)),
+                          [])
+            lines.append(f"- `{key}`: {count} queries ({100 * count / max(1, sum(C[i])):.0f}% of {tasks[i]}'s)"
+                         + ("; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2]) if quoted else ""))
+        lines.append("")
     return lines
 
 
 def write_report(results: dict, out: Path) -> None:
     cfg = results["config"]
-    lines = [f"# Benchmark `{results['name']}`", "",
-             f"Produced by `{results.get('command') or 'see bench'}` (this invocation took "
-             f"{results['seconds'] / 60:.1f} min; per method and seed: see `results.json` → `timings`).", "",
+    if results.get("report_only"):
+        produced = (f"Written from the cells done so far by `{results.get('command') or 'see bench --report'}`, "
+                    "which trained and generated nothing; the table below gives each cell group's wall time and "
+                    "commit.")
+    else:
+        produced = (f"Produced by `{results.get('command') or 'see bench'}` (this invocation took "
+                    f"{results['seconds'] / 60:.1f} min; per method and seed: see the table below).")
+    lines = [f"# Benchmark `{results['name']}`", "", produced, "",
              f"- **Base model: `{results['base']}`.** Absolute figures on this small CPU base are not comparable "
              "with results on LLMs; the comparison between methods on one base, data budget and seed is the point.",
              f"- Stream ({len(results['tasks'])} tasks, in order): " + " → ".join(f"`{t}`" for t in results["tasks"]),
@@ -139,6 +219,9 @@ def write_report(results: dict, out: Path) -> None:
     comp = _comparisons(results)
     if comp:
         lines += ["", "## How SEE compares", ""] + comp
+    routing = _routing_section(results)
+    if routing:
+        lines += ["", "## Routing: confusion and where it fails", ""] + routing
     lines += ["", "## Accuracy matrices (mean over seeds, percent)", ""]
     tasks = results["tasks"]
     zero = [r for r in results["zero_shot"].values()]

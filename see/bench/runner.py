@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from see.bench.methods import METHODS, ROUTING_METHODS, Answer, BaseModel, Context
 from see.bench.report import aggregate, write_report
 from see.bench.tasks import query_task, stream_task
-from see.errors import ConfigError
+from see.errors import ConfigError, StoreError
 from see.jsonio import strict_json
 from see.metrics import score_answers
 
@@ -82,11 +82,10 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     bar = tqdm(total=per_seed * len(cfg.seeds), desc=f"bench {cfg.name}", disable=not progress, dynamic_ncols=True)
     notes: list[str] = list(cfg.notes)
     timings: dict[str, float] = {}
+    inputs: dict[int, list[list[str]]] = {}
     for seed in cfg.seeds:
-        tasks = [stream_task(spec, cfg.budget, seed) for spec in cfg.stream]
-        for t in tasks:
-            if t.note and t.note not in notes:
-                notes.append(t.note)
+        tasks = _stream(cfg, seed, notes)
+        inputs[seed] = [[ex.input for ex in t.test.examples] for t in tasks]
         ood = [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
         negatives = [(t.instruction, ex.input) for spec in cfg.negatives
                      for t in [query_task(spec, max(50, int(cfg.budget.train_examples)), seed, "negatives")]
@@ -127,13 +126,41 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
             log(f"seed {seed}: {name} done in {timings[f'{name}/seed{seed}']:.0f}s")
             del method
     bar.close()
-    results = aggregate(cfg, cells, notes)
+    return _finish(cfg, out, cells, notes, inputs, versions, command=command, seconds=time.time() - start,
+                   timings=timings)
+
+
+def _stream(cfg: Any, seed: int, notes: list[str]) -> list:
+    tasks = [stream_task(spec, cfg.budget, seed) for spec in cfg.stream]
+    for t in tasks:
+        if t.note and t.note not in notes:
+            notes.append(t.note)
+    return tasks
+
+
+def _finish(cfg: Any, out: Path, cells: Cells, notes: list[str], inputs: dict, versions: dict, *, command: str,
+            seconds: float, timings: dict, report_only: bool = False) -> dict:
+    results = aggregate(cfg, cells, notes, inputs)
     results["cell_status"] = bench_status(cfg, out)
-    results.update({"command": command, "seconds": round(time.time() - start, 1), "timings": timings,
-                    "versions": versions, "config": OmegaConf.to_container(cfg, resolve=True)})
+    results.update({"command": command, "seconds": round(seconds, 1), "timings": timings, "versions": versions,
+                    "report_only": report_only, "config": OmegaConf.to_container(cfg, resolve=True)})
     (out / "results.json").write_text(strict_json(results, indent=2) + "\n")
     write_report(results, out)
     return results
+
+
+def report_bench(cfg: Any, out: Path, command: str = "") -> dict:
+    """The report of the cells done so far, training and generating nothing: a long run's partial results can be
+    committed while it goes on (its missing cells show as –, and the header counts them)."""
+    start = time.time()
+    if not (out / "cells").is_dir():
+        raise StoreError("no benchmark cells here yet", file=out,
+                         hint="run `see bench CONFIG` first; --report covers the cells done so far")
+    _check_same_run(cfg, out)
+    notes: list[str] = list(cfg.notes)
+    inputs = {seed: [[ex.input for ex in t.test.examples] for t in _stream(cfg, seed, notes)] for seed in cfg.seeds}
+    return _finish(cfg, out, Cells(out), notes, inputs, _versions(), command=command, seconds=time.time() - start,
+                   timings={}, report_only=True)
 
 
 def expected_cells(cfg: Any) -> list[tuple]:
