@@ -128,7 +128,8 @@ class TrainConfig:
                                    low=0.0, high=1.0, high_open=True)
     eval_max: int = setting(100, "at most this many held-out examples of each kind", low=0)
     eval_every: Optional[int] = setting(None, "evaluate the held-out set every N steps during training; none: "
-                                              "about 10 times per run; 0: only at the end", low=0)
+                                              "about 10 times per run when early stopping is on (`patience`), "
+                                              "else only at the end; 0: only at the end", low=0)
     patience: Optional[int] = setting(None, "stop after this many held-out evaluations without improvement and "
                                             "keep the best weights; none: 3 under the `auto` budget, never with an "
                                             "explicit `epochs` or `max_steps`; 0: never", low=0)

@@ -162,6 +162,29 @@ def test_step_budget_rule(examples, batch, overrides, steps):
     assert step_budget(cfg.train, math.ceil(examples / batch)) == steps
 
 
+@pytest.mark.parametrize("overrides,evaluated_at", [
+    (["train.max_steps=20"], []),                                  # explicit budget: nothing to choose
+    (["train.max_steps=20", "train.eval_every=5"], [5, 10, 15, 20]),  # unless asked for
+    (["train.max_steps=20", "train.patience=0"], []),              # patience 0 is never
+    (["train.max_steps=20", "train.patience=2"], [10, 20]),        # early stopping on: every max(10, 20 // 10)
+    (["train.max_steps=20", "train.patience=2", "train.eval_every=0"], []),
+])
+def test_periodic_evaluations_run_only_when_something_uses_them(tiny_llama, overrides, evaluated_at):
+    cfg = load_config(None, ["train.batch_size=8"] + overrides)
+    examples = reconstruct_task(make_task("topic", 32), None)
+    model, tok, pos, neg = _setup(tiny_llama)
+    calls = []
+
+    def evaluate(m):
+        calls.append(len(calls))
+        return {"heldout_score": 0.0, "heldout_loss": 1.0}
+
+    _, result = train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train,
+                             progress=False, evaluate=evaluate)
+    assert [h["step"] for h in result.metrics.get("eval_history", [])] == evaluated_at
+    assert len(calls) == len(evaluated_at) and result.steps == 20
+
+
 def test_early_stopping_keeps_the_best_weights_and_stops_on_a_plateau():
     """The 3rd evaluation is no better (its loss is less than 1% lower), the 4th's score is lower, the 5th has
     the best score with a loss 2% lower, and the 6th to 8th are no better: with patience 3 training stops

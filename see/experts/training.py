@@ -444,10 +444,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     updates_per_epoch = max(1, math.ceil(len(loader) / int(train.grad_accum) / accelerator.num_processes))
     total = step_budget(train, updates_per_epoch)
     stopping = None
-    if evaluate is not None and train.eval_every != 0:
+    patience = early_stopping_patience(train)
+    # Under an explicit budget with no patience the periodic evaluations choose nothing, and on real text they
+    # cost a third of the run (cl-standard, minilm: ten evaluations of 200 queries, ~70 s each, against 505 s of
+    # training); they run there only when the user asks for them with train.eval_every.
+    if evaluate is not None and train.eval_every != 0 and (train.eval_every or patience is not None):
         every = int(train.eval_every) if train.eval_every else max(10, total // 10)
-        stopping = EarlyStopping(evaluate, every, early_stopping_patience(train),
-                                 train_mode=lambda m: set_train_mode(m, base_dropout))
+        stopping = EarlyStopping(evaluate, every, patience, train_mode=lambda m: set_train_mode(m, base_dropout))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
                               num_training_steps=total)
     peft_model, optimizer, loader, scheduler = accelerator.prepare(peft_model, optimizer, loader, scheduler)
