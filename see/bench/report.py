@@ -73,7 +73,7 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None) -> 
                     # OOD is the positive class: a lower in-distribution score means "more OOD"
                     m["OOD AUROC"] = auroc([-s for s in ood_scores], [-s for s in ind_scores])
                     m["OOD TPR@5%FPR"] = tpr_at_fpr([-s for s in ood_scores], [-s for s in ind_scores], OOD_MAX_FPR)
-                seed_inputs = (inputs or {}).get(seed) or (inputs or {}).get(str(seed))
+                seed_inputs = (inputs or {}).get(seed)
                 if seed_inputs:
                     m["failures"] = misrouted_examples(names, [c.get("chosen", []) for c in last], seed_inputs)
             per_seed[str(seed)] = m

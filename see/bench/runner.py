@@ -85,7 +85,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     inputs: dict[int, list[list[str]]] = {}
     for seed in cfg.seeds:
         tasks = _stream(cfg, seed, notes)
-        inputs[seed] = [[ex.input for ex in t.test.examples] for t in tasks]
+        inputs[seed] = _test_inputs(tasks)
         ood = [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
         negatives = [(t.instruction, ex.input) for spec in cfg.negatives
                      for t in [query_task(spec, max(50, int(cfg.budget.train_examples)), seed, "negatives")]
@@ -138,6 +138,11 @@ def _stream(cfg: Any, seed: int, notes: list[str]) -> list:
     return tasks
 
 
+def _test_inputs(tasks: list) -> list[list[str]]:
+    """Each task's test inputs, which the report quotes where routing fails."""
+    return [[ex.input for ex in t.test.examples] for t in tasks]
+
+
 def _finish(cfg: Any, out: Path, cells: Cells, notes: list[str], inputs: dict, versions: dict, *, command: str,
             seconds: float, timings: dict, report_only: bool = False) -> dict:
     results = aggregate(cfg, cells, notes, inputs)
@@ -158,7 +163,7 @@ def report_bench(cfg: Any, out: Path, command: str = "") -> dict:
                          hint="run `see bench CONFIG` first; --report covers the cells done so far")
     _check_same_run(cfg, out)
     notes: list[str] = list(cfg.notes)
-    inputs = {seed: [[ex.input for ex in t.test.examples] for t in _stream(cfg, seed, notes)] for seed in cfg.seeds}
+    inputs = {seed: _test_inputs(_stream(cfg, seed, notes)) for seed in cfg.seeds}
     return _finish(cfg, out, Cells(out), notes, inputs, _versions(), command=command, seconds=time.time() - start,
                    timings={}, report_only=True)
 
