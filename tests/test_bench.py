@@ -141,6 +141,24 @@ def test_routing_failures_are_counted_and_quoted():
     assert "`b -> a`: 1 queries (25% of b's)" in text
 
 
+def test_ood_queries_kept_by_an_expert_are_counted_and_quoted():
+    from see.bench.report import _routing_section, ood_routing
+
+    routed = ood_routing(["rte", "rte", "rte", "mnli"], [None, "b", "b", None], ["o1", "o2", "o3", "o4"], per_pair=1)
+    assert routed == {"counts": {"rte": {"fallback": 1, "b": 2}, "mnli": {"fallback": 1}}, "kept": {"rte -> b": ["o2"]}}
+    clean = ood_routing(["mnli"], [None], ["o5"])
+    results = {"tasks": ["a", "b"], "methods": {"see": {"per_seed": {
+        "0": {"confusion": [[1, 0, 0], [0, 1, 0]], "ood_routing": routed},
+        "1": {"confusion": [[1, 0, 0], [0, 1, 0]], "ood_routing": clean}}}}}
+    text = "\n".join(_routing_section(results))
+    # summed over seeds: rte 0 / 2 / 1 of 3; mnli 2 of 2 to the fallback
+    assert "| rte | 0 (0%) | 2 (67%) | 1 (33%) |" in text and "| mnli | 0 (0%) | 0 (0%) | 2 (100%) |" in text
+    assert "`rte -> b`: 2 queries; e.g. “o2”" in text
+    assert "Every OOD query" not in text
+    results["methods"]["see"]["per_seed"] = {"1": results["methods"]["see"]["per_seed"]["1"]}
+    assert "Every OOD query reached the fallback." in "\n".join(_routing_section(results))
+
+
 def test_every_baseline_runs_on_a_tiny_stream(tmp_path, tiny_llama):
     from see.bench.runner import run_bench
 

@@ -42,9 +42,10 @@ def _matrix(cells, method: str, seed: int, T: int) -> list[list[float | None]]:
     return [[(c or {}).get("score") for c in (cells.get(method, seed, i, j) for j in range(T))] for i in range(T)]
 
 
-def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None) -> dict:
+def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood_inputs: dict | None = None) -> dict:
     """Metrics per method and seed, and their mean and spread. ``inputs`` ({seed: one list of test inputs per
-    task, in cell order}) lets the report quote misrouted queries."""
+    task, in cell order}) and ``ood_inputs`` ({seed: the OOD inputs, in cell order}) let the report quote
+    misrouted queries."""
     T = len(cfg.stream)
     names = [t.name for t in cfg.stream]
     out: dict = {"name": cfg.name, "base": cfg.base, "tasks": names, "seeds": list(cfg.seeds),
@@ -73,6 +74,8 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None) -> 
                     # OOD is the positive class: a lower in-distribution score means "more OOD"
                     m["OOD AUROC"] = auroc([-s for s in ood_scores], [-s for s in ind_scores])
                     m["OOD TPR@5%FPR"] = tpr_at_fpr([-s for s in ood_scores], [-s for s in ind_scores], OOD_MAX_FPR)
+                    m["ood_routing"] = ood_routing(ood.get("families", []), ood["chosen"],
+                                                   (ood_inputs or {}).get(seed))
                 seed_inputs = (inputs or {}).get(seed)
                 if seed_inputs:
                     m["failures"] = misrouted_examples(names, [c.get("chosen", []) for c in last], seed_inputs)
@@ -100,6 +103,50 @@ def misrouted_examples(names: list[str], chosen: list[list], inputs: list[list[s
             if len(examples) < per_pair:
                 examples.append(" ".join(text.split())[:160])
     return out
+
+
+def ood_routing(families: list[str], chosen: list, inputs: list[str] | None = None,
+                per_pair: int = FAILURE_EXAMPLES) -> dict:
+    """Where one seed's OOD queries went: ``counts`` {family: {expert or "fallback": n}}, and ``kept``
+    {"family -> expert": the first few inputs an expert answered instead of the fallback}."""
+    counts: dict[str, dict[str, int]] = {}
+    kept: dict[str, list[str]] = {}
+    for k, (family, c) in enumerate(zip(families, chosen)):
+        where = "fallback" if c is None else c
+        bucket = counts.setdefault(family, {})
+        bucket[where] = bucket.get(where, 0) + 1
+        if c is not None and inputs is not None and k < len(inputs):
+            examples = kept.setdefault(f"{family} -> {c}", [])
+            if len(examples) < per_pair:
+                examples.append(" ".join(inputs[k].split())[:160])
+    return {"counts": counts, "kept": kept}
+
+
+def _ood_lines(data: dict, tasks: list[str]) -> list[str]:
+    """OOD family x (expert or fallback) counts over all seeds, and the OOD queries experts kept, quoted."""
+    routed = [m["ood_routing"] for m in data["per_seed"].values() if m.get("ood_routing")]
+    if not routed:
+        return []
+    families = list(dict.fromkeys(f for r in routed for f in r["counts"]))
+    cols = tasks + ["fallback"]
+    lines = [f"Out-of-distribution queries, summed over {len(routed)} seed(s): where each OOD family went.", "",
+             "| OOD family \\ chosen | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for f in families:
+        row = [sum(r["counts"].get(f, {}).get(c, 0) for r in routed) for c in cols]
+        total = max(1, sum(row))
+        lines.append(f"| {f} | " + " | ".join(f"{v} ({100 * v / total:.0f}%)" for v in row) + " |")
+    kept = sorted(((sum(r["counts"].get(f, {}).get(t, 0) for r in routed), f, t) for f in families for t in tasks),
+                  reverse=True)
+    kept = [k for k in kept if k[0]]
+    lines.append("")
+    if not kept:
+        return lines + ["Every OOD query reached the fallback.", ""]
+    lines.append("OOD queries an expert answered instead of the fallback:")
+    for count, f, t in kept[:4]:
+        quoted = next((r["kept"][f"{f} -> {t}"] for r in routed if r["kept"].get(f"{f} -> {t}")), [])
+        lines.append(f"- `{f} -> {t}`: {count} queries; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2])
+                     if quoted else f"- `{f} -> {t}`: {count} queries")
+    return lines + [""]
 
 
 def _fmt(stat: dict, pct: bool = True) -> str:
@@ -168,15 +215,16 @@ def _routing_section(results: dict) -> list[str]:
         lines.append("")
         if not pairs:
             lines += ["No test query went to another task's expert or to the fallback.", ""]
-            continue
-        lines.append("Largest failures:")
-        for count, i, j in pairs[:4]:
-            key = f"{tasks[i]} -> {'fallback' if j == len(tasks) else tasks[j]}"
-            quoted = next((m["failures"][key] for m in data["per_seed"].values() if m.get("failures", {}).get(key)),
-                          [])
-            lines.append(f"- `{key}`: {count} queries ({100 * count / max(1, sum(C[i])):.0f}% of {tasks[i]}'s)"
-                         + ("; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2]) if quoted else ""))
-        lines.append("")
+        else:
+            lines.append("Largest failures:")
+            for count, i, j in pairs[:4]:
+                key = f"{tasks[i]} -> {'fallback' if j == len(tasks) else tasks[j]}"
+                quoted = next((m["failures"][key] for m in data["per_seed"].values()
+                               if m.get("failures", {}).get(key)), [])
+                lines.append(f"- `{key}`: {count} queries ({100 * count / max(1, sum(C[i])):.0f}% of {tasks[i]}'s)"
+                             + ("; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2]) if quoted else ""))
+            lines.append("")
+        lines += _ood_lines(data, tasks)
     return lines
 
 

@@ -83,10 +83,12 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     notes: list[str] = list(cfg.notes)
     timings: dict[str, float] = {}
     inputs: dict[int, list[list[str]]] = {}
+    ood_inputs: dict[int, list[str]] = {}
     for seed in cfg.seeds:
         tasks = _stream(cfg, seed, notes)
         inputs[seed] = _test_inputs(tasks)
-        ood = [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
+        ood = _ood_tasks(cfg, seed)
+        ood_inputs[seed] = [ex.input for t in ood for ex in t.examples]
         negatives = [(t.instruction, ex.input) for spec in cfg.negatives
                      for t in [query_task(spec, max(50, int(cfg.budget.train_examples)), seed, "negatives")]
                      for ex in t.examples]
@@ -126,8 +128,8 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
             log(f"seed {seed}: {name} done in {timings[f'{name}/seed{seed}']:.0f}s")
             del method
     bar.close()
-    return _finish(cfg, out, cells, notes, inputs, versions, command=command, seconds=time.time() - start,
-                   timings=timings)
+    return _finish(cfg, out, cells, notes, (inputs, ood_inputs), versions, command=command,
+                   seconds=time.time() - start, timings=timings)
 
 
 def _stream(cfg: Any, seed: int, notes: list[str]) -> list:
@@ -143,9 +145,14 @@ def _test_inputs(tasks: list) -> list[list[str]]:
     return [[ex.input for ex in t.test.examples] for t in tasks]
 
 
-def _finish(cfg: Any, out: Path, cells: Cells, notes: list[str], inputs: dict, versions: dict, *, command: str,
-            seconds: float, timings: dict, report_only: bool = False) -> dict:
-    results = aggregate(cfg, cells, notes, inputs)
+def _ood_tasks(cfg: Any, seed: int) -> list:
+    return [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
+
+
+def _finish(cfg: Any, out: Path, cells: Cells, notes: list[str], inputs: tuple[dict, dict], versions: dict, *,
+            command: str, seconds: float, timings: dict, report_only: bool = False) -> dict:
+    """``inputs``: ({seed: test inputs per task}, {seed: OOD inputs}), for the report's quotes."""
+    results = aggregate(cfg, cells, notes, *inputs)
     results["cell_status"] = bench_status(cfg, out)
     results.update({"command": command, "seconds": round(seconds, 1), "timings": timings, "versions": versions,
                     "report_only": report_only, "config": OmegaConf.to_container(cfg, resolve=True)})
@@ -164,8 +171,9 @@ def report_bench(cfg: Any, out: Path, command: str = "") -> dict:
     _check_same_run(cfg, out)
     notes: list[str] = list(cfg.notes)
     inputs = {seed: _test_inputs(_stream(cfg, seed, notes)) for seed in cfg.seeds}
-    return _finish(cfg, out, Cells(out), notes, inputs, _versions(), command=command, seconds=time.time() - start,
-                   timings={}, report_only=True)
+    ood_inputs = {seed: [ex.input for t in _ood_tasks(cfg, seed) for ex in t.examples] for seed in cfg.seeds}
+    return _finish(cfg, out, Cells(out), notes, (inputs, ood_inputs), _versions(), command=command,
+                   seconds=time.time() - start, timings={}, report_only=True)
 
 
 def expected_cells(cfg: Any) -> list[tuple]:
