@@ -133,8 +133,7 @@ def _ood_lines(data: dict, tasks: list[str]) -> list[str]:
              "| OOD family \\ chosen | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for f in families:
         row = [sum(r["counts"].get(f, {}).get(c, 0) for r in routed) for c in cols]
-        total = max(1, sum(row))
-        lines.append(f"| {f} | " + " | ".join(f"{v} ({100 * v / total:.0f}%)" for v in row) + " |")
+        lines.append(f"| {f} | " + _count_cells(row) + " |")
     kept = sorted(((sum(r["counts"].get(f, {}).get(t, 0) for r in routed), f, t) for f in families for t in tasks),
                   reverse=True)
     kept = [k for k in kept if k[0]]
@@ -147,6 +146,12 @@ def _ood_lines(data: dict, tasks: list[str]) -> list[str]:
         lines.append(f"- `{f} -> {t}`: {count} queries; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2])
                      if quoted else f"- `{f} -> {t}`: {count} queries")
     return lines + [""]
+
+
+def _count_cells(row: list[int]) -> str:
+    """A table row's counts with their share of the row."""
+    total = max(1, sum(row))
+    return " | ".join(f"{v} ({100 * v / total:.0f}%)" for v in row)
 
 
 def _fmt(stat: dict, pct: bool = True) -> str:
@@ -208,8 +213,7 @@ def _routing_section(results: dict) -> list[str]:
                   "each cell is a count (share of the row).", "",
                   "| task \\ chosen | " + " | ".join(tasks) + " | fallback |", "|---" * (len(tasks) + 2) + "|"]
         for i, row in enumerate(C):
-            total = max(1, sum(row))
-            lines.append(f"| {tasks[i]} | " + " | ".join(f"{v} ({100 * v / total:.0f}%)" for v in row) + " |")
+            lines.append(f"| {tasks[i]} | " + _count_cells(row) + " |")
         pairs = sorted(((C[i][j], i, j) for i in range(len(tasks)) for j in range(len(tasks) + 1)
                         if i != j and C[i][j]), reverse=True)
         lines.append("")

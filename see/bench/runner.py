@@ -88,7 +88,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
         tasks = _stream(cfg, seed, notes)
         inputs[seed] = _test_inputs(tasks)
         ood = _ood_tasks(cfg, seed)
-        ood_inputs[seed] = [ex.input for t in ood for ex in t.examples]
+        ood_inputs[seed] = _ood_inputs(ood)
         negatives = [(t.instruction, ex.input) for spec in cfg.negatives
                      for t in [query_task(spec, max(50, int(cfg.budget.train_examples)), seed, "negatives")]
                      for ex in t.examples]
@@ -149,6 +149,11 @@ def _ood_tasks(cfg: Any, seed: int) -> list:
     return [query_task(spec, int(cfg.budget.ood_examples), seed, "ood") for spec in cfg.ood]
 
 
+def _ood_inputs(ood: list) -> list[str]:
+    """The OOD inputs in cell order, which the report quotes where an expert kept one."""
+    return [ex.input for t in ood for ex in t.examples]
+
+
 def _finish(cfg: Any, out: Path, cells: Cells, notes: list[str], inputs: tuple[dict, dict], versions: dict, *,
             command: str, seconds: float, timings: dict, report_only: bool = False) -> dict:
     """``inputs``: ({seed: test inputs per task}, {seed: OOD inputs}), for the report's quotes."""
@@ -171,7 +176,7 @@ def report_bench(cfg: Any, out: Path, command: str = "") -> dict:
     _check_same_run(cfg, out)
     notes: list[str] = list(cfg.notes)
     inputs = {seed: _test_inputs(_stream(cfg, seed, notes)) for seed in cfg.seeds}
-    ood_inputs = {seed: [ex.input for t in _ood_tasks(cfg, seed) for ex in t.examples] for seed in cfg.seeds}
+    ood_inputs = {seed: _ood_inputs(_ood_tasks(cfg, seed)) for seed in cfg.seeds}
     return _finish(cfg, out, Cells(out), notes, (inputs, ood_inputs), _versions(), command=command,
                    seconds=time.time() - start, timings={}, report_only=True)
 

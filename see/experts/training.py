@@ -446,8 +446,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     stopping = None
     patience = early_stopping_patience(train)
     # Under an explicit budget with no patience the periodic evaluations choose nothing, and on real text they
-    # cost a third of the run (cl-standard, minilm: ten evaluations of 200 queries, ~70 s each, against 505 s of
-    # training); they run there only when the user asks for them with train.eval_every.
+    # cost much of the run (cl-standard, minilm: ten evaluations of 200 queries, ~70 s each, in a 1,749 s
+    # expert); they run there only when the user asks for them with train.eval_every.
     if evaluate is not None and train.eval_every != 0 and (train.eval_every or patience is not None):
         every = int(train.eval_every) if train.eval_every else max(10, total // 10)
         stopping = EarlyStopping(evaluate, every, patience, train_mode=lambda m: set_train_mode(m, base_dropout))
