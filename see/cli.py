@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Optional, Sequence
 
-from see.config import EXPERT_KINDS, FORMATS, ROUTING_MODES, load_config
+from see.config import EXPERT_KINDS, FORMATS, ROUTING_MODES, RoutingConfig, load_config
 from see.errors import ConfigError, SeeError
 from see.jsonio import strict_json
 
@@ -227,16 +227,22 @@ def eval_data(dir: Dir, data: Annotated[str, Arg("data file or folder")], format
 @command("calibrate", "store per-expert acceptance thresholds")
 def calibrate(dir: Dir,
               target_frr: Annotated[float, Arg("largest share of an expert's own held-out positives it may "
-                                               "reject (default 0.05)",
-                                               flags=("--target-frr", "--target-fpr"))] = 0.05,
+                                               f"reject (default {RoutingConfig.target_frr}, as `add-expert`)",
+                                               flags=("--target-frr", "--target-fpr"))] = RoutingConfig.target_frr,
+              margin_odds: Annotated[float, Arg("room below that quantile, as a factor of odds (default "
+                                                f"{RoutingConfig.margin_odds}, as `add-expert`; 1: none)")]
+              = RoutingConfig.margin_odds,
               json_out: JsonOut = False) -> int:
-    """Choose a per-expert acceptance threshold on P(<<pos>>) that falsely rejects at most TARGET of the
-    expert's held-out positives, and store it in the manifest (generate then uses it instead of argmax)."""
+    """Choose each expert's acceptance threshold on P(<<pos>>) by the rule `add-expert` uses (at most
+    TARGET of its held-out positives below the quantile, MARGIN times lower in odds unless a held-out
+    negative comes closer), and store it in the manifest (generate then uses it instead of argmax)."""
     from see.lifecycle import calibrate as store_thresholds
 
     if not 0.0 <= target_frr < 1.0:
         raise ConfigError(f"--target-frr must be in [0, 1), got {target_frr}", field="target-frr")
-    rows = store_thresholds(dir, target_frr, log=lambda m: print(m, file=sys.stderr))
+    if margin_odds < 1.0:
+        raise ConfigError(f"--margin-odds must be at least 1, got {margin_odds}", field="margin-odds")
+    rows = store_thresholds(dir, target_frr, margin_odds, log=lambda m: print(m, file=sys.stderr))
     if json_out:
         print(strict_json(rows, indent=2))
         return 0

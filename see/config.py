@@ -164,6 +164,9 @@ class RoutingConfig:
                                      "expert", low=0.0, high=1.0, choices=("auto", "argmax"), numbers=True)
     target_frr: float = setting(0.02, "largest share of an expert's own held-out positives its `auto` threshold "
                                       "may reject", low=0.0, high=1.0, high_open=True)
+    margin_odds: float = setting(10.0, "room the `auto` threshold leaves below that quantile, as a factor of odds "
+                                       "(halfway to the highest held-out negative when that comes closer; 1: "
+                                       "none)", low=1.0)
     mode: str = setting("batched", "`batched` (every expert in one mixed-adapter forward) or `sequential` (the "
                                    "paper's cascade)", choices=ROUTING_MODES)
     max_rows_per_forward: int = setting(256, "caps experts x queries per forward (memory)", low=0, low_open=True)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from see import __version__
-from see.config import ENSEMBLE_SECTIONS, load_config, to_dict, typed
+from see.config import ENSEMBLE_SECTIONS, RoutingConfig, load_config, to_dict, typed
 from see.data import Task, load_queries
 from see.embedded import EMBEDDED
 from see.embedded.families import general_negatives as generated_negatives
@@ -343,7 +343,8 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
         return None
     threshold = None
     if data.heldout:
-        result.metrics.update(evaluate(peft_model, target_frr=float(cfg.routing.target_frr), zero_shot=True))
+        result.metrics.update(evaluate(peft_model, target_frr=float(cfg.routing.target_frr),
+                                       margin_odds=float(cfg.routing.margin_odds), zero_shot=True))
         if cfg.routing.threshold in ("auto", None):  # "argmax" or a number: the user chose the rule
             threshold = result.metrics.get("threshold")
         _quality_gate(name, result.metrics, cfg, log)
@@ -571,8 +572,10 @@ def _base_findings(manifest: Manifest) -> list[Finding]:
 
 # ----------------------------------------------------------------------------- calibrate
 
-def calibrate(path: str | Path, target_frr: float = 0.05, log: Log = print) -> list[dict]:
-    """Choose and store a threshold for every expert; returns one report row per expert."""
+def calibrate(path: str | Path, target_frr: float = RoutingConfig.target_frr,
+              margin_odds: float = RoutingConfig.margin_odds, log: Log = print) -> list[dict]:
+    """Choose and store a threshold for every expert by the rule ``add_expert`` uses
+    (:func:`see.routing.calibration.auto_threshold`); returns one report row per expert."""
     ens = Ensemble.load(path)
     rows = []
     for k, rec in enumerate(ens.manifest.experts):
@@ -582,14 +585,15 @@ def calibrate(path: str | Path, target_frr: float = 0.05, log: Log = print) -> l
             continue
         ens.model.set_adapter(rec.name)
         rows.append({"expert": rec.name, **calibration.measure(ens.model, ens.prompt, ens.indicator.pos_id,
-                                                               positives, negatives, target_frr)})
+                                                               positives, negatives, target_frr,
+                                                               margin_odds)})
     with ens.store.lock(message=log):
         manifest = ens.store.read()
         by_name = {r["expert"]: r for r in rows}
         for rec in manifest.experts:
             if rec.name in by_name:
                 rec.threshold = by_name[rec.name]["threshold"]
-                rec.extra["calibration"] = {"target_frr": target_frr, **{k: v for k, v in by_name[rec.name].items()
+                rec.extra["calibration"] = {"target_frr": target_frr, "margin_odds": margin_odds, **{k: v for k, v in by_name[rec.name].items()
                                                                           if k != "expert"}}
         ens.store.write(manifest)
     return rows

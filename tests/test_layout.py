@@ -177,7 +177,7 @@ def test_parser_maps_flags_by_name(monkeypatch):
 
     monkeypatch.setitem(cli.COMMANDS, "calibrate", (record, summary))
     assert cli.main(["calibrate", "/x", "--json", "--target-fpr", "0.2"]) == 0
-    assert seen == {"dir": Path("/x"), "target_frr": 0.2, "json_out": True}
+    assert seen == {"dir": Path("/x"), "target_frr": 0.2, "margin_odds": 10.0, "json_out": True}
 
 
 def test_top_p_zero_samples_the_most_likely_token():

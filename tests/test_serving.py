@@ -147,6 +147,8 @@ def test_calibrate_cli_stores_thresholds_that_generate_uses(alora_ensemble, tmp_
     assert all(d.expert is None or d.scores[d.expert] >= 1.0 for d in decisions)
     assert all(d.expert == "topic" for d in ens.route(_queries("topic", 6), threshold=0.0))
     assert run_see("calibrate", path, "--target-fpr", "1.5").returncode == 2
+    r = run_see("calibrate", path, "--margin-odds", "0.5")
+    assert r.returncode == 2 and "--margin-odds" in r.stderr
 
 
 def test_sampling_options_and_stop_strings(alora_ensemble):
@@ -174,11 +176,25 @@ def test_bench_serve_quick_writes_its_report(tmp_path):
     assert (tmp_path / "out" / "latency.png").stat().st_size > 1000
 
 
-def test_margin_threshold_by_hand():
-    from see.routing.calibration import margin_threshold
+@pytest.mark.parametrize("pos, neg, margin_odds, odds", [
+    # quantile 0.9 (odds 9), highest negative below it 0.5 (odds 1): halfway in log-odds is odds 3, which is
+    # closer to the quantile than a factor of 10 below it (odds 0.9), so the negative decides
+    ([0.9, 0.99, 0.999], [0.1, 0.5, 0.95], 10.0, 3.0),
+    # no room asked for: the quantile itself
+    ([0.9, 0.99, 0.999], [0.1, 0.5, 0.95], 1.0, 9.0),
+    # easy negatives (odds 1/999 against 999): halfway would be odds 1; the margin keeps it at 999 / 10
+    ([0.999], [0.001], 10.0, 99.9),
+    # no negatives: the margin alone
+    ([0.99], [], 10.0, 9.9),
+])
+def test_auto_threshold_by_hand(pos, neg, margin_odds, odds):
+    from see.routing.calibration import auto_threshold
 
-    # highest allowed threshold 0.9 (no positive may be rejected), highest negative below it 0.5:
-    # log-odds 2.197 and 0, midpoint 1.0986 = log 3, so the threshold is 3 / (1 + 3)
-    assert margin_threshold([0.9, 0.99, 0.999], [0.1, 0.5, 0.95], 0.0) == pytest.approx(0.75)
-    # no negatives: halfway to 0.5, here between odds 99 and 1, i.e. odds 9.95
-    assert margin_threshold([0.99], [], 0.0) == pytest.approx(99 ** 0.5 / (1 + 99 ** 0.5))
+    assert auto_threshold(pos, neg, 0.0, margin_odds) == pytest.approx(odds / (1 + odds))
+
+
+def test_auto_threshold_refuses_a_margin_below_one():
+    from see.routing.calibration import auto_threshold
+
+    with pytest.raises(ValueError, match="margin_odds"):
+        auto_threshold([0.9], [], 0.0, 0.5)
