@@ -184,8 +184,10 @@ def test_bench_serve_quick_writes_its_report(tmp_path):
     ([0.9, 0.99, 0.999], [0.1, 0.5, 0.95], 1.0, 9.0),
     # easy negatives (odds 1/999 against 999): halfway would be odds 1; the margin keeps it at 999 / 10
     ([0.999], [0.001], 10.0, 99.9),
-    # no negatives: the margin alone
-    ([0.99], [], 10.0, 9.9),
+    # no negatives: 0.5 stands in for one; a confident expert keeps the margin (odds 9999 / 10), a weak one
+    # stops halfway to 0.5 (odds 4 -> 2) rather than a factor of 10 below (odds 0.4, under argmax's 0.5)
+    ([0.9999], [], 10.0, 999.9),
+    ([0.8], [], 10.0, 2.0),
 ])
 def test_auto_threshold_by_hand(pos, neg, margin_odds, odds):
     from see.routing.calibration import auto_threshold

@@ -56,13 +56,18 @@ def auto_threshold(pos_scores: Sequence[float], neg_scores: Sequence[float], tar
     while the positives sat near 0.999, and a midpoint between them (the
     earlier rule) fell to 0.54, where the yelp expert kept 38 of 100
     out-of-distribution sentence pairs. ``margin_odds`` 1 is the quantile itself.
+    Without negatives below the quantile, 0.5 stands in for the highest one,
+    so the threshold is never below the earlier rule's.
     """
     if margin_odds < 1.0:
         raise ValueError(f"margin_odds must be at least 1, got {margin_odds}")
     high = _logit(choose_threshold(pos_scores, target_frr))
     floor = high - math.log(margin_odds)
     below = [_logit(s) for s in neg_scores if _logit(s) < high]
-    chosen = max(floor, (max(below) + high) / 2) if below else floor
+    # with no held-out negative below, halfway to 0.5 (where argmax would stand) at least: a weak expert's
+    # positives near 0.5 must not leave it a threshold below 0.5, accepting what it calls <<neg>> itself
+    low = max(below) if below else min(0.0, high)
+    chosen = max(floor, (low + high) / 2)
     return 1 / (1 + math.exp(-chosen))
 
 
