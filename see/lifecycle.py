@@ -593,7 +593,7 @@ def calibrate(path: str | Path, target_frr: float = RoutingConfig.target_frr,
         for rec in manifest.experts:
             if rec.name in by_name:
                 rec.threshold = by_name[rec.name]["threshold"]
-                rec.extra["calibration"] = {"target_frr": target_frr, "margin_odds": margin_odds, **{k: v for k, v in by_name[rec.name].items()
-                                                                          if k != "expert"}}
+                measured = {k: v for k, v in by_name[rec.name].items() if k != "expert"}
+                rec.extra["calibration"] = {"target_frr": target_frr, "margin_odds": margin_odds, **measured}
         ens.store.write(manifest)
     return rows

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from see.config import RoutingConfig
 from see.engine.decode import SamplingParams, generate
 from see.experts.reconstruction import TrainingExample
 from see.experts.training import collate, encode_example, target_loss
@@ -63,7 +64,7 @@ def auto_threshold(pos_scores: Sequence[float], neg_scores: Sequence[float], tar
         raise ValueError(f"margin_odds must be at least 1, got {margin_odds}")
     high = _logit(choose_threshold(pos_scores, target_frr))
     floor = high - math.log(margin_odds)
-    below = [_logit(s) for s in neg_scores if _logit(s) < high]
+    below = [s for s in map(_logit, neg_scores) if s < high]
     # with no held-out negative below, halfway to 0.5 (where argmax would stand) at least: a weak expert's
     # positives near 0.5 must not leave it a threshold below 0.5, accepting what it calls <<neg>> itself
     low = max(below) if below else min(0.0, high)
@@ -121,7 +122,7 @@ def _answers_match(model, prompt: PromptFormat, texts: Sequence[str], answers: S
 @torch.no_grad()
 def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples: Sequence[TrainingExample], *,
                      max_length: int, batch_size: int = 32, target_frr: float | None = None,
-                     margin_odds: float = 1.0, zero_shot: bool = False) -> dict:
+                     margin_odds: float = RoutingConfig.margin_odds, zero_shot: bool = False) -> dict:
     """One expert (the active adapter) on its held-out examples.
 
     Loss; share of positives accepted and of negatives rejected (argmax);
