@@ -188,7 +188,7 @@ def test_bench_config_errors(tmp_path, tiny_llama):
         load_bench_config(bad)
 
 
-@pytest.mark.parametrize("name", ["embedded", "embedded-defaults", "superni-cpu", "superni-15", "cl-standard",
+@pytest.mark.parametrize("name", ["embedded", "superni-cpu", "superni-15", "cl-standard",
                                   "cl-standard-order2"])
 def test_shipped_configs_load(name):
     from conftest import REPO
