@@ -206,3 +206,24 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     changed = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["budget.train_examples=12"])
     with pytest.raises(ConfigError, match="different config.*budget"):
         run_bench(changed, tmp_path / "out", log=lambda m: None, progress=False)
+
+
+def _budget_search():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "budget_search.py"
+    spec = importlib.util.spec_from_file_location("budget_search", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("metric,majority,zero_shot,needed", [
+    ("exact_match", 0.505, 0.0, 0.655),   # sst2: majority + 15 points
+    ("exact_match", None, 0.3, 0.15),     # no majority known: 15 points over nothing
+    ("rouge_l", None, 0.0, 0.15),         # zero-shot 0: "twice" says nothing, the 15-point floor decides
+    ("rouge_l", None, 0.1, 0.25),         # floor above twice (0.2)
+    ("rouge_l", None, 0.4, 0.8),          # twice above the floor (0.55)
+])
+def test_budget_search_learned_rule(metric, majority, zero_shot, needed):
+    assert _budget_search().learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
