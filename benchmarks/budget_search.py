@@ -100,7 +100,22 @@ def search_task(cfg, spec, seed: int, steps: int, every: int, n_val: int, log) -
                   "validation_examples": n_val, "majority": majority, "zero_shot": round(zero_shot, 4),
                   "curve": curve, "best": max((p["score"] for p in curve), default=None),
                   "seconds": round(time.time() - start, 1), "steps": result.steps,
-                  "train_loss": result.metrics.get("train_loss"), "commit": _versions()["git"]})
+                  "train_loss": result.metrics.get("train_loss"), "commit": _versions()["git"],
+                  "source": spec.source, "max_new_tokens": int(b.max_new_tokens)})
+
+
+# What one task's curve depends on. The stream, OOD and negative sets, the methods and SEE's own keys do
+# not enter a plain LoRA's curve, so a config that swaps a stream task (or changes its epochs, which
+# --steps overrides) still resumes the same search.
+TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "base_dropout", "max_length",
+              "overlength", "mixed_precision")
+BUDGET_KEYS = ("train_examples",)  # max_new_tokens is kept on each task's record
+
+
+def search_settings(config: dict) -> dict:
+    return {"base": config["base"], "lora": config["lora"],
+            "train": {k: config["train"].get(k) for k in TRAIN_KEYS},
+            "budget": {k: config["budget"].get(k) for k in BUDGET_KEYS}}
 
 
 def judge(record: dict) -> dict:
@@ -127,13 +142,13 @@ def write_report(results: dict, out: Path) -> None:
              "(ROUGE-L) at least twice the base's zero-shot score and at least 15 points above it (the floor "
              "keeps a zero zero-shot from making any output count).", "",
              "| task | metric | train ex. | majority | zero-shot | needed | best | first step that meets it | "
-             "wall s | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "max new tokens | wall s | commit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in results["tasks"].values():
         lines.append(f"| {r['task']} | {r['metric']} | {r['train_examples']} | {pct(r['majority'])} | "
                      f"{pct(r['zero_shot'])} | {pct(r['threshold'])} | {pct(r['best'])} | "
                      f"{r['first_step_learned'] if r['first_step_learned'] is not None else '**not reached**'} | "
-                     f"{r['seconds']:.0f} | `{r['commit']}` |")
+                     f"{r['max_new_tokens']} | {r['seconds']:.0f} | `{r['commit']}` |")
     lines += ["", "## Learning curves (validation score, percent, by step)", ""]
     for r in results["tasks"].values():
         lines.append(f"- `{r['task']}`: " + ", ".join(f"{p.get('step', '?')}: {pct(p['score'])}" for p in r["curve"]))
@@ -155,14 +170,22 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    settings = {"steps": args.steps, "every": args.every, "validation_examples": args.validation, "seed": args.seed,
-                "config": OmegaConf.to_container(cfg, resolve=True)}
+    settings = {"steps": args.steps, "every": args.every, "validation_examples": args.validation, "seed": args.seed}
     results = json.loads(path.read_text()) if path.is_file() else {}
-    if results and any(results.get(k) != v for k, v in settings.items()):
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if results and (any(results.get(k) != v for k, v in settings.items())
+                    or search_settings(results["config"]) != search_settings(config)):
         raise SystemExit(f"{path} holds a search with other settings: use another --out")
+    for name, record in results.get("tasks", {}).items():
+        spec = next((s for s in config["stream"] if s["name"] == name), None)
+        if spec is not None and record.setdefault("source", spec["source"]) != spec["source"]:
+            raise SystemExit(f"{path}: task {name!r} was searched on {record['source']}, the config names "
+                             f"{spec['source']}: use another --out")
+    settings["config"] = config
     for record in results.get("tasks", {}).values():
         # records from before commits were kept per task ran at the commit the file's versions name
         record.setdefault("commit", results["versions"]["git"])
+        record.setdefault("max_new_tokens", results["config"]["budget"]["max_new_tokens"])
         judge(record)
     results.update({"name": cfg.name, "command": command, "versions": _versions(), **settings})
     results.setdefault("tasks", {})
