@@ -108,13 +108,14 @@ def search_task(cfg, spec, seed: int, steps: int, every: int, n_val: int, log) -
 # not enter a plain LoRA's curve, so a config that swaps a stream task (or changes its epochs, which
 # --steps overrides) still resumes the same search.
 TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "base_dropout", "max_length",
-              "overlength", "mixed_precision")
+              "overlength", "mixed_precision", "group_by_length")
 BUDGET_KEYS = ("train_examples",)  # max_new_tokens is kept on each task's record
 
 
 def search_settings(config: dict) -> dict:
     return {"base": config["base"], "lora": config["lora"],
-            "train": {k: config["train"].get(k) for k in TRAIN_KEYS},
+            # a switch that is off counts as absent, so searches from before it existed still resume
+            "train": {k: config["train"].get(k) for k in TRAIN_KEYS if config["train"].get(k) not in (None, False)},
             "budget": {k: config["budget"].get(k) for k in BUDGET_KEYS}}
 
 

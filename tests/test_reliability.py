@@ -398,12 +398,14 @@ def test_sigkill_at_any_point_leaves_the_ensemble_unchanged(point, base_ensemble
     assert not (ens / ".staging").exists() or not any((ens / ".staging").iterdir())
 
 
-def test_resume_after_a_kill_reaches_the_same_loss(base_ensemble, tmp_path):
+@pytest.mark.parametrize("grouping", [[], ["train.group_by_length=true"]], ids=["shuffled", "grouped-by-length"])
+def test_resume_after_a_kill_reaches_the_same_loss(base_ensemble, tmp_path, grouping):
     from see.data import load_task
     from see.lifecycle import add_expert
 
     data = family_jsonl(tmp_path / "t.jsonl", "topic", 60)
-    train = ["train.max_steps=16", "train.batch_size=8", "lora.r=4", "train.checkpoint_every=4", "train.seed=3"]
+    train = ["train.max_steps=16", "train.batch_size=8", "lora.r=4", "train.checkpoint_every=4",
+             "train.seed=3"] + grouping
     reference = tmp_path / "reference"
     shutil.copytree(base_ensemble, reference)
     ref = add_expert(reference, "topic", load_task(data), overrides=train, negatives="none", progress=False,

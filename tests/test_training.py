@@ -132,8 +132,9 @@ def test_lora_config_lists_untied_output_rows(tiny_models):
     assert lora_config(load_config().lora, model, [pos, neg]).trainable_token_indices == [pos, neg]
 
 
-def test_training_is_seeded(tiny_llama):
-    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8"])
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_training_is_seeded(tiny_llama, group_by_length):
+    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8", f"train.group_by_length={group_by_length}"])
     examples = reconstruct_task(make_task("topic", 32), None)
     losses = []
     for _ in range(2):
@@ -216,3 +217,36 @@ def test_a_perfect_expert_stops_although_its_tiny_loss_keeps_falling():
     model = torch.nn.Linear(2, 2)
     assert [stopping(model, s) for s in (100, 200, 300, 400)] == [False, False, False, True]
     assert stopping.best_step == 100
+
+
+def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
+    from see.experts.training import LengthGroupedBatches
+
+    lengths = [3, 40, 7, 38, 5, 36, 9, 34, 11, 32, 2]
+    # one group holds every example: batches are neighbours in length order (40 38 | 36 34 | 32 11 | 9 7 | 5 3 |
+    # 2), whatever the shuffle, and only their order is random
+    sampler = LengthGroupedBatches(lengths, batch_size=2, generator=torch.Generator().manual_seed(0), group=10)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 6
+    assert {frozenset(b) for b in batches} == {frozenset(b) for b in ([1, 3], [5, 7], [9, 8], [6, 2], [4, 0], [10])}
+    # groups of 2 batches: every example once, as many batches as plain shuffling, only the last one short
+    small = LengthGroupedBatches(lengths, batch_size=2, generator=torch.Generator().manual_seed(1), group=2)
+    batches = list(small)
+    assert sorted(i for b in batches for i in b) == list(range(11))
+    assert sorted(len(b) for b in batches) == [1, 2, 2, 2, 2, 2]
+    assert list(LengthGroupedBatches(lengths, 2, torch.Generator().manual_seed(1), group=2)) == batches  # seeded
+
+
+def test_length_grouping_cuts_padding_on_mixed_lengths():
+    import random
+
+    from see.experts.training import LengthGroupedBatches
+
+    rng = random.Random(0)
+    lengths = [rng.choice([rng.randint(10, 30), rng.randint(200, 256)]) for _ in range(800)]
+    padded = lambda batches: sum(len(b) * max(lengths[i] for i in b) for b in batches)  # noqa: E731
+    plain = torch.randperm(800, generator=torch.Generator().manual_seed(0)).tolist()
+    random_cost = padded([plain[k:k + 8] for k in range(0, 800, 8)])
+    grouped_cost = padded(list(LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0))))
+    assert grouped_cost < 0.75 * random_cost
+    assert grouped_cost >= sum(lengths)

@@ -360,12 +360,40 @@ class EarlyStopping:
         self.best_state, self.since_best, self.history = state["best_state"], state["since_best"], state["history"]
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of indices whose examples have similar lengths, in a random order.
+
+    Each pass shuffles the examples with ``generator``, cuts the order into groups of ``group`` batches,
+    sorts each group by length and cuts it into batches, then shuffles the batches. Only the last batch
+    can be short, so a pass has as many batches as plain shuffling gives. The order depends on nothing but
+    the generator's state, which the training loop seeds per epoch, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator, group: int = 50):
+        self.lengths, self.batch_size, self.generator, self.group = list(lengths), batch_size, generator, group
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
 def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     """What a checkpoint must share with the run that resumes it: the adapter's shape and the schedule."""
     keys = ("batch_size", "grad_accum", "lr", "seed", "max_length")
     lora_keys = ("r", "alpha", "target_modules", "modules_to_save")
     sig = {f"lora.{k}": _plain(getattr(lora, k, None)) for k in lora_keys}
     sig.update({f"train.{k}": _plain(getattr(train, k, None)) for k in keys})
+    if getattr(train, "group_by_length", False):  # absent when off, so checkpoints from before it still resume
+        sig["train.group_by_length"] = True
     sig["training examples"] = n_examples
     return sig
 
@@ -439,8 +467,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
-    loader = torch.utils.data.DataLoader(encoded, batch_size=int(train.batch_size), shuffle=True,
-                                         generator=generator, collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+    pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
+    if getattr(train, "group_by_length", False):
+        batches = LengthGroupedBatches([len(e.input_ids) for e in encoded], int(train.batch_size), generator)
+        loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, collate_fn=pad)
+    else:
+        loader = torch.utils.data.DataLoader(encoded, batch_size=int(train.batch_size), shuffle=True,
+                                             generator=generator, collate_fn=pad)
     updates_per_epoch = max(1, math.ceil(len(loader) / int(train.grad_accum) / accelerator.num_processes))
     total = step_budget(train, updates_per_epoch)
     stopping = None
