@@ -206,6 +206,17 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     changed = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["budget.train_examples=12"])
     with pytest.raises(ConfigError, match="different config.*budget"):
         run_bench(changed, tmp_path / "out", log=lambda m: None, progress=False)
+    # a run from before the schema gained a key did what that key's default does: it resumes; the key set
+    # to something else is a different run
+    saved = tmp_path / "out" / "config.yaml"
+    old = saved.read_text()
+    assert "group_by_length: false" in old
+    saved.write_text(old.replace("  group_by_length: false\n", ""))
+    run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
+    saved.write_text(old.replace("  group_by_length: false\n", ""))
+    grouped = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["train.group_by_length=true"])
+    with pytest.raises(ConfigError, match="different config.*train"):
+        run_bench(grouped, tmp_path / "out", log=lambda m: None, progress=False)
 
 
 def _budget_search():

@@ -249,13 +249,26 @@ def _check_same_run(cfg: Any, out: Path) -> None:
     previous = out / "config.yaml"
     if not previous.is_file() or not (out / "cells").is_dir():
         return
-    old = OmegaConf.to_container(OmegaConf.load(previous), resolve=True)
+    old = _with_new_defaults(OmegaConf.to_container(OmegaConf.load(previous), resolve=True))
     new = OmegaConf.to_container(cfg, resolve=True)
     changed = sorted(k for k in set(old) | set(new) if k not in _FREE_KEYS and old.get(k) != new.get(k))
     if changed:
         raise ConfigError(f"{out} holds cells of a run with a different config (changed: {', '.join(changed)}); "
                           "they would be mixed with this run's", file=previous,
                           hint="choose another --out, or delete the folder to start over")
+
+
+def _with_new_defaults(old: dict) -> dict:
+    """An earlier run's config with the keys the schema gained since at their defaults: an option added
+    later, left at its default, is what that run did, so its cells stay valid (``train.group_by_length``)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from see.bench.config import BenchConfig
+
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(BenchConfig), old), resolve=True)
+    except OmegaConfBaseException:  # a key the schema has dropped: compare as written
+        return old
 
 
 def _versions() -> dict:
