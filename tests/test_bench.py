@@ -238,3 +238,27 @@ def _budget_search():
 ])
 def test_budget_search_learned_rule(metric, majority, zero_shot, needed):
     assert _budget_search().learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
+
+
+def test_status_estimates_from_the_slowest_seed_of_a_method(tmp_path, tiny_llama):
+    """Seed 0's SEE cells were recomputed from saved experts (1 s each, no training); seed 1's two done cells
+    trained (10 s each): each remaining SEE cell is estimated at 10 s, not at the 2.9 s mean of all seven."""
+    from see.bench.runner import Cells, bench_status, expected_cells
+
+    cfg = load_bench_config(_config(tmp_path, tiny_llama, ("see",)), ["seeds=[0,1]"])
+    out = tmp_path / "out"
+    cells = Cells(out, "abc1234")
+    see_keys = {seed: [k for k in expected_cells(cfg) if k[0] == "see" and k[1] == seed] for seed in (0, 1)}
+    assert len(see_keys[0]) == len(see_keys[1]) == 5
+    for key in see_keys[0]:
+        cells.put({"score": 1.0}, *key)
+    for key in see_keys[1][:2]:
+        cells.put({"score": 1.0}, *key)
+    for seed, seconds in ((0, 1.0), (1, 10.0)):
+        for path in (out / "cells" / "see" / f"seed{seed}").glob("*.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": seconds}))
+    rows = {(r["method"], r["seed"]): r for r in bench_status(cfg, out)["rows"]}
+    assert rows["see", 0]["estimate_left"] == 0
+    assert rows["see", 1]["estimate_left"] == pytest.approx(3 * 10.0)
+    # a method with no done cell takes the mean over every timed cell: (5 x 1 + 2 x 10) / 7 a cell
+    assert rows["base", 0]["estimate_left"] == pytest.approx(2 * 25 / 7)

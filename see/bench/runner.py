@@ -198,13 +198,16 @@ def expected_cells(cfg: Any) -> list[tuple]:
 def bench_status(cfg: Any, out: Path) -> dict:
     """Which cells of ``cfg`` are done in ``out`` and which remain, with an estimate of the time left.
 
-    A remaining cell is estimated at the mean wall seconds of the done cells of its method (of any method
-    when its method has none yet). Cells written before cells carried their time count as done; the estimate
-    then comes from the per-method timings of the folder's last ``results.json``.
+    A remaining cell is estimated at the mean wall seconds of the done cells of its method, in the seed
+    where that mean is highest (of any method when its method has none yet): a seed whose cells were
+    computed again from saved adapters (re-evaluated after `see calibrate`, say) carries no training time,
+    and averaging it in would promise a fraction of the real time. Cells written before cells carried their
+    time count as done; the estimate then comes from the per-method timings of the folder's last
+    ``results.json``.
     """
     cells = Cells(out)
     rows: dict[tuple, dict] = {}
-    timed: dict[str, list[float]] = {}
+    timed: dict[str, dict[int, list[float]]] = {}
     for key in expected_cells(cfg):
         method, seed = key[0], key[1]
         row = rows.setdefault((method, seed), {"method": method, "seed": seed, "done": 0, "total": 0,
@@ -216,7 +219,7 @@ def bench_status(cfg: Any, out: Path) -> dict:
         row["done"] += 1
         if value.get("seconds") is not None:
             row["seconds"] += value["seconds"]
-            timed.setdefault(method, []).append(value["seconds"])
+            timed.setdefault(method, {}).setdefault(seed, []).append(value["seconds"])
         row["commits"].add(value.get("commit") or "unrecorded")
     if not timed:  # cells from before cells carried their time: the last report's per-method timings
         try:
@@ -226,12 +229,14 @@ def bench_status(cfg: Any, out: Path) -> dict:
         for (method, seed), row in rows.items():
             spent = timings.get(f"{method}/seed{seed}")
             if spent and row["done"] == row["total"]:  # a resumed run that computed nothing took 0 s
-                timed.setdefault(method, []).extend([spent / row["total"]] * row["total"])
-    every = [t for ts in timed.values() for t in ts]
+                timed.setdefault(method, {}).setdefault(seed, []).extend([spent / row["total"]] * row["total"])
+    every = [t for seeds in timed.values() for ts in seeds.values() for t in ts]
     left = 0.0
     for row in rows.values():
-        ts = timed.get(row["method"]) or every
-        row["estimate_left"] = (row["total"] - row["done"]) * (sum(ts) / len(ts)) if ts else None
+        seeds = timed.get(row["method"])
+        per_cell = (max(sum(ts) / len(ts) for ts in seeds.values()) if seeds
+                    else sum(every) / len(every) if every else None)
+        row["estimate_left"] = (row["total"] - row["done"]) * per_cell if per_cell is not None else None
         left += row["estimate_left"] or 0.0
         row["commits"] = sorted(row["commits"])
     done = sum(r["done"] for r in rows.values())
