@@ -113,7 +113,7 @@ BUDGET_KEYS = ("train_examples",)  # max_new_tokens is kept on each task's recor
 
 
 def search_settings(config: dict) -> dict:
-    return {"base": config["base"], "lora": config["lora"],
+    return {"base": config["base"], "lora": config["lora"], "prompt": config.get("prompt"),
             # a switch that is off counts as absent, so searches from before it existed still resume
             "train": {k: config["train"].get(k) for k in TRAIN_KEYS if config["train"].get(k) not in (None, False)},
             "budget": {k: config["budget"].get(k) for k in BUDGET_KEYS}}
@@ -179,9 +179,10 @@ def main() -> int:
         raise SystemExit(f"{path} holds a search with other settings: use another --out")
     for name, record in results.get("tasks", {}).items():
         spec = next((s for s in config["stream"] if s["name"] == name), None)
-        if spec is not None and record.setdefault("source", spec["source"]) != spec["source"]:
-            raise SystemExit(f"{path}: task {name!r} was searched on {record['source']}, the config names "
-                             f"{spec['source']}: use another --out")
+        record.setdefault("source", spec["source"] if spec else None)
+        if spec is not None and (record["source"], record["metric"]) != (spec["source"], spec["metric"]):
+            raise SystemExit(f"{path}: task {name!r} was searched on {record['source']} ({record['metric']}), the "
+                             f"config names {spec['source']} ({spec['metric']}): use another --out")
     settings["config"] = config
     for record in results.get("tasks", {}).values():
         # records from before commits were kept per task ran at the commit the file's versions name

@@ -91,15 +91,17 @@ def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, caps
     assert all(v["seconds"] >= 0 and v["commit"] and v["finished"] for v in values.values())
     report = (out / "report.md").read_text()
     assert "| see | 0 | 5/5 |" in report and "| seq-lora | 0 | 4/4 |" in report
-    # drop two SEE cells: the estimate is SEE's mean seconds per cell times two
+    # drop SEE's first row (after task 0, two cells): it costs what row 1's training cell (its slowest) cost,
+    # plus one further cell at the median of row 1's other two
     see_cells = [p for p in cells if p.parent.parent.name == "see"]
+    assert [p.name for p in see_cells] == ["r0_0.json", "r0_1.json", "r1_0.json", "r1_1.json", "r1_ood.json"]
     for p in see_cells[:2]:
         p.unlink()
-    kept = [values[p]["seconds"] for p in see_cells[2:]]
+    kept = sorted((values[p]["seconds"] for p in see_cells[2:]), reverse=True)
     st = bench_status(cfg, out)
     row = next(r for r in st["rows"] if r["method"] == "see")
     assert (st["done"], row["done"], row["total"]) == (9, 3, 5)
-    assert row["estimate_left"] == pytest.approx(2 * sum(kept) / len(kept))
+    assert row["estimate_left"] == pytest.approx(kept[0] + (kept[1] + kept[2]) / 2)
     assert st["estimate_left"] == pytest.approx(row["estimate_left"])
     assert see_main(["bench", str(cfg_path), "--status"]) == 0
     printed = capsys.readouterr().out
@@ -240,25 +242,38 @@ def test_budget_search_learned_rule(metric, majority, zero_shot, needed):
     assert _budget_search().learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
 
 
-def test_status_estimates_from_the_slowest_seed_of_a_method(tmp_path, tiny_llama):
-    """Seed 0's SEE cells were recomputed from saved experts (1 s each, no training); seed 1's two done cells
-    trained (10 s each): each remaining SEE cell is estimated at 10 s, not at the 2.9 s mean of all seven."""
+def test_status_estimates_rows_from_the_slowest_seed_of_a_method(tmp_path, tiny_llama):
+    """Seed 0's SEE cells were recomputed from saved experts (1 s each: no training); seed 1's first row
+    trained (its first cell 10 s, its second 1 s). Seed 1's untouched row 1 (3 cells) is estimated at
+    10 + 2 x 1 s: the training cell from the slowest seed, further cells at the median further cell."""
     from see.bench.runner import Cells, bench_status, expected_cells
 
     cfg = load_bench_config(_config(tmp_path, tiny_llama, ("see",)), ["seeds=[0,1]"])
     out = tmp_path / "out"
     cells = Cells(out, "abc1234")
-    see_keys = {seed: [k for k in expected_cells(cfg) if k[0] == "see" and k[1] == seed] for seed in (0, 1)}
-    assert len(see_keys[0]) == len(see_keys[1]) == 5
-    for key in see_keys[0]:
+    keys = [k for k in expected_cells(cfg) if k[0] == "see"]
+    assert [k[1:] for k in keys] == [(s, i, j) for s in (0, 1) for i, j in ((0, 0), (0, 1), (1, 0), (1, 1), (1, "ood"))]
+    seconds = {key: 1.0 for key in keys[:5]} | {keys[5]: 10.0, keys[6]: 1.0}
+    for key, value in seconds.items():
         cells.put({"score": 1.0}, *key)
-    for key in see_keys[1][:2]:
-        cells.put({"score": 1.0}, *key)
-    for seed, seconds in ((0, 1.0), (1, 10.0)):
-        for path in (out / "cells" / "see" / f"seed{seed}").glob("*.json"):
-            path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": seconds}))
+        path = cells.path(*key)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": value}))
     rows = {(r["method"], r["seed"]): r for r in bench_status(cfg, out)["rows"]}
     assert rows["see", 0]["estimate_left"] == 0
-    assert rows["see", 1]["estimate_left"] == pytest.approx(3 * 10.0)
-    # a method with no done cell takes the mean over every timed cell: (5 x 1 + 2 x 10) / 7 a cell
-    assert rows["base", 0]["estimate_left"] == pytest.approx(2 * 25 / 7)
+    assert rows["see", 1]["estimate_left"] == pytest.approx(10.0 + 2 * 1.0)
+    # the base has no complete row: each of its missing cells takes the mean over every timed cell ((5 + 10 + 1) / 7 s)
+    assert rows["base", 0]["estimate_left"] == pytest.approx(2 * 16 / 7)
+
+
+def test_a_partial_run_keeps_the_folder_config_whole(tmp_path, tiny_llama):
+    """A run of one method and seed into a folder that holds others adds to the folder's methods and seeds."""
+    from omegaconf import OmegaConf
+
+    from see.bench.runner import _write_folder_config
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_folder_config(load_bench_config(_config(tmp_path, tiny_llama, ("oracle", "see")), ["seeds=[0]"]), out)
+    _write_folder_config(load_bench_config(_config(tmp_path, tiny_llama, ("see", "seq-lora")), ["seeds=[1]"]), out)
+    saved = OmegaConf.load(out / "config.yaml")
+    assert list(saved.methods) == ["oracle", "see", "seq-lora"] and list(saved.seeds) == [0, 1]

@@ -423,7 +423,8 @@ def test_resume_after_a_kill_reaches_the_same_loss(base_ensemble, tmp_path, grou
                      log=logs.append)
     assert any("resuming from step 8" in m for m in logs), logs
     assert rec.metrics["steps"] == 16
-    assert rec.metrics["train_loss"] == pytest.approx(ref.metrics["train_loss"], rel=1e-4, abs=1e-5)
+    # exactly: a resumed run must draw the same batches and dropout masks (a shifted RNG moves it by ~1e-4)
+    assert rec.metrics["train_loss"] == ref.metrics["train_loss"]
 
 
 # ----------------------------------------------------------------------------- concurrency

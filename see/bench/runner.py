@@ -75,7 +75,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(cfg, out)
     cells = Cells(out, versions["git"])
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    _write_folder_config(cfg, out)
     methods = list(cfg.methods)
     T = len(cfg.stream)
     per_seed = T + sum(T * T + (1 if m in ROUTING_METHODS else 0) for m in methods)
@@ -198,46 +198,73 @@ def expected_cells(cfg: Any) -> list[tuple]:
 def bench_status(cfg: Any, out: Path) -> dict:
     """Which cells of ``cfg`` are done in ``out`` and which remain, with an estimate of the time left.
 
-    A remaining cell is estimated at the mean wall seconds of the done cells of its method, in the seed
-    where that mean is highest (of any method when its method has none yet): a seed whose cells were
-    computed again from saved adapters (re-evaluated after `see calibrate`, say) carries no training time,
-    and averaging it in would promise a fraction of the real time. Cells written before cells carried their
-    time count as done; the estimate then comes from the per-method timings of the folder's last
-    ``results.json``.
+    A row (one method and seed after one task) charges its training to its first cell, so the estimate
+    works by rows: an untouched row costs its method's first cell plus a further cell for each other one,
+    a row begun costs a further cell for each missing one. A first cell is taken from the method's slowest
+    seed (a seed re-evaluated from saved adapters, after `see calibrate` say, carries no training and
+    would promise a fraction of the real time), a further cell is the median over the method's complete
+    rows. A method with no complete row yet takes the mean seconds a cell over every method. Cells written
+    before cells carried their time count as done; the estimate then comes from the per-method timings
+    of the folder's last ``results.json``.
     """
+    import statistics
+
     cells = Cells(out)
     rows: dict[tuple, dict] = {}
-    timed: dict[str, dict[int, list[float]]] = {}
+    by_row: dict[tuple, dict] = {}
     for key in expected_cells(cfg):
         method, seed = key[0], key[1]
         row = rows.setdefault((method, seed), {"method": method, "seed": seed, "done": 0, "total": 0,
                                                "seconds": 0.0, "commits": set()})
+        part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": []})
         row["total"] += 1
+        part["expected"] += 1
         value = cells.get(*key)
         if value is None:
             continue
         row["done"] += 1
+        part["done"] += 1
         if value.get("seconds") is not None:
             row["seconds"] += value["seconds"]
-            timed.setdefault(method, {}).setdefault(seed, []).append(value["seconds"])
+            part["seconds"].append(value["seconds"])
         row["commits"].add(value.get("commit") or "unrecorded")
-    if not timed:  # cells from before cells carried their time: the last report's per-method timings
+    every = [t for part in by_row.values() for t in part["seconds"]]
+    if not every:  # cells from before cells carried their time: the last report's per-method timings
         try:
             timings = json.loads((out / "results.json").read_text()).get("timings", {})
         except (OSError, ValueError):
             timings = {}
-        for (method, seed), row in rows.items():
-            spent = timings.get(f"{method}/seed{seed}")
+        for (method, seed, _), part in by_row.items():
+            spent, row = timings.get(f"{method}/seed{seed}"), rows[method, seed]
             if spent and row["done"] == row["total"]:  # a resumed run that computed nothing took 0 s
-                timed.setdefault(method, {}).setdefault(seed, []).extend([spent / row["total"]] * row["total"])
-    every = [t for seeds in timed.values() for ts in seeds.values() for t in ts]
+                part["seconds"] = [spent / row["total"]] * part["expected"]
+        every = [t for part in by_row.values() for t in part["seconds"]]
+    models: dict[str, tuple[float, float]] = {}
+    for method in {m for m, _ in rows}:
+        firsts: dict[int, list[float]] = {}
+        further: list[float] = []
+        for (m, seed, _), part in by_row.items():
+            if m == method and part["expected"] and len(part["seconds"]) == part["expected"]:
+                ordered = sorted(part["seconds"], reverse=True)
+                firsts.setdefault(seed, []).append(ordered[0])
+                further += ordered[1:]
+        if firsts:
+            first = max(sum(v) / len(v) for v in firsts.values())
+            models[method] = (first, statistics.median(further) if further else first)
+    mean = sum(every) / len(every) if every else None
     left = 0.0
+    for (method, seed, _), part in by_row.items():
+        row = rows[method, seed]
+        missing = part["expected"] - part["done"]
+        first, further = models.get(method, (mean, mean))
+        if first is None:
+            row["estimate_left"] = None if missing else row.get("estimate_left", 0.0)
+            continue
+        cost = (first + (missing - 1) * further if missing and not part["done"] else missing * further)
+        row["estimate_left"] = row.get("estimate_left", 0.0) + cost
+        left += cost
     for row in rows.values():
-        seeds = timed.get(row["method"])
-        per_cell = (max(sum(ts) / len(ts) for ts in seeds.values()) if seeds
-                    else sum(every) / len(every) if every else None)
-        row["estimate_left"] = (row["total"] - row["done"]) * per_cell if per_cell is not None else None
-        left += row["estimate_left"] or 0.0
+        row.setdefault("estimate_left", 0.0 if row["done"] == row["total"] else None)
         row["commits"] = sorted(row["commits"])
     done = sum(r["done"] for r in rows.values())
     total = sum(r["total"] for r in rows.values())
@@ -261,6 +288,19 @@ def _check_same_run(cfg: Any, out: Path) -> None:
         raise ConfigError(f"{out} holds cells of a run with a different config (changed: {', '.join(changed)}); "
                           "they would be mixed with this run's", file=previous,
                           hint="choose another --out, or delete the folder to start over")
+
+
+def _write_folder_config(cfg: Any, out: Path) -> None:
+    """Save the run's config in its folder, its methods and seeds joined with those already there: a run of
+    one method or seed (resuming a long benchmark piece by piece) must not leave the folder's config
+    describing only that piece of the cells it holds."""
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    previous = out / "config.yaml"
+    if previous.is_file():
+        old = OmegaConf.to_container(OmegaConf.load(previous), resolve=True)
+        for key in ("methods", "seeds"):
+            saved[key] = list(old.get(key) or []) + [v for v in saved[key] if v not in (old.get(key) or [])]
+    previous.write_text(OmegaConf.to_yaml(saved))
 
 
 def _with_new_defaults(old: dict) -> dict:

@@ -364,9 +364,10 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
     """Batches of indices whose examples have similar lengths, in a random order.
 
     Each pass shuffles the examples with ``generator``, cuts the order into groups of ``group`` batches,
-    sorts each group by length and cuts it into batches, then shuffles the batches. Only the last batch
-    can be short, so a pass has as many batches as plain shuffling gives. The order depends on nothing but
-    the generator's state, which the training loop seeds per epoch, so a resumed run sees the same batches.
+    sorts each group by length and cuts it into batches, then shuffles the batches. At most one batch is
+    short (the last group's last), so a pass has as many batches as plain shuffling gives. The order
+    depends on nothing but the generator's state, which the training loop seeds per epoch, so a resumed
+    run sees the same batches.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator, group: int = 50):
@@ -470,7 +471,9 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
     if getattr(train, "group_by_length", False):
         batches = LengthGroupedBatches([len(e.input_ids) for e in encoded], int(train.batch_size), generator)
-        loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, collate_fn=pad)
+        # the generator also seeds the loader's own iterator: without it each new iterator draws from the
+        # global RNG, which also drives dropout, and a resumed run's dropout masks would shift
+        loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, generator=generator, collate_fn=pad)
     else:
         loader = torch.utils.data.DataLoader(encoded, batch_size=int(train.batch_size), shuffle=True,
                                              generator=generator, collate_fn=pad)
@@ -493,8 +496,9 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         state = load_checkpoint(checkpoint_dir)
         signature = run_signature(lora, train, len(encoded))
         if state is not None and state.get("signature") not in (None, signature):
-            changed = [f"{k}: {state['signature'].get(k)!r} -> {v!r}" for k, v in signature.items()
-                       if state["signature"].get(k) != v]
+            changed = [f"{k}: {state['signature'].get(k)!r} -> {signature.get(k)!r}"
+                       for k in dict.fromkeys([*state["signature"], *signature])
+                       if state["signature"].get(k) != signature.get(k)]
             data_changed = state["signature"].get("training examples") != signature["training examples"]
             raise ConfigError(f"cannot resume: the checkpoint was made with other settings ({'; '.join(changed)})"
                               + ("; the task or its negatives differ (an expert added since changes the "
