@@ -237,6 +237,8 @@ def _budget_search():
     ("rouge_l", None, 0.0, 0.15),         # zero-shot 0: "twice" says nothing, the 15-point floor decides
     ("rouge_l", None, 0.1, 0.25),         # floor above twice (0.2)
     ("rouge_l", None, 0.4, 0.8),          # twice above the floor (0.55)
+    ("rouge_l", 0.25, 0.0, 0.40),         # a closed answer set (one letter of five): the majority + 15 points
+    ("rouge_l", 0.25, 0.2, 0.40),         # ... unless the generation rule asks more (0.35 < 0.40)
 ])
 def test_budget_search_learned_rule(metric, majority, zero_shot, needed):
     assert _budget_search().learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
