@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from see.bench.config import load_bench_config  # noqa: E402
 from see.bench.methods import Context  # noqa: E402
-from see.bench.runner import _versions  # noqa: E402
+from see.bench.runner import _versions, _with_new_defaults  # noqa: E402
 from see.bench.tasks import stream_task  # noqa: E402
 from see.data import Task  # noqa: E402
 from see.engine.decode import SamplingParams, generate  # noqa: E402
@@ -123,8 +123,7 @@ BUDGET_KEYS = ("train_examples",)  # max_new_tokens is kept on each task's recor
 
 def search_settings(config: dict) -> dict:
     return {"base": config["base"], "lora": config["lora"], "prompt": config.get("prompt"),
-            # a switch that is off counts as absent, so searches from before it existed still resume
-            "train": {k: config["train"].get(k) for k in TRAIN_KEYS if config["train"].get(k) not in (None, False)},
+            "train": {k: config["train"].get(k) for k in TRAIN_KEYS},
             "budget": {k: config["budget"].get(k) for k in BUDGET_KEYS}}
 
 
@@ -189,7 +188,8 @@ def main() -> int:
     results = json.loads(path.read_text()) if path.is_file() else {}
     config = OmegaConf.to_container(cfg, resolve=True)
     if results and (any(results.get(k) != v for k, v in settings.items())
-                    or search_settings(results["config"]) != search_settings(config)):
+                    # a search from before the schema gained a key ran at that key's default
+                    or search_settings(_with_new_defaults(results["config"])) != search_settings(config)):
         raise SystemExit(f"{path} holds a search with other settings: use another --out")
     for name, record in results.get("tasks", {}).items():
         spec = next((s for s in config["stream"] if s["name"] == name), None)
@@ -197,12 +197,11 @@ def main() -> int:
         if spec is not None and (record["source"], record["metric"]) != (spec["source"], spec["metric"]):
             raise SystemExit(f"{path}: task {name!r} was searched on {record['source']} ({record['metric']}), the "
                              f"config names {spec['source']} ({spec['metric']}): use another --out")
-    settings["config"] = config
-    for record in results.get("tasks", {}).values():
         # records from before commits were kept per task ran at the commit the file's versions name
         record.setdefault("commit", results["versions"]["git"])
         record.setdefault("max_new_tokens", results["config"]["budget"]["max_new_tokens"])
         judge(record)
+    settings["config"] = config
     results.update({"name": cfg.name, "command": command, "versions": _versions(), **settings})
     results.setdefault("tasks", {})
     results["notes"] = list(dict.fromkeys([*results.get("notes", []), *args.note]))
