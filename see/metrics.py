@@ -186,6 +186,33 @@ def tpr_at_fpr(scores_pos: Sequence[float], scores_neg: Sequence[float], max_fpr
     return sum(s > threshold for s in scores_pos) / len(scores_pos)
 
 
+def diagonal_gap(R_a: Matrix, R_b: Matrix) -> list[float | None]:
+    """R_a[j][j] - R_b[j][j] per task: how much worse (negative) method a answers task j, right after learning
+    it, than method b. SEE against the oracle separates what routing costs (it is in the AP) from what the
+    expert itself answers worse than a plain LoRA on the same examples."""
+    n = max(len(R_a), len(R_b))
+    out = []
+    for j in range(n):
+        a, b = _cell(R_a, j, j), _cell(R_b, j, j)
+        out.append(None if a is None or b is None else a - b)
+    return out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96) -> dict | None:
+    """Mean of a[k] - b[k] over the same queries, and the half-width of its normal-approximation confidence
+    interval (z times the standard error of the per-query differences; z=1.96 for 95%). Pairing by query
+    removes the test set's difficulty from the comparison, so the interval is much narrower than the one
+    from two independent means."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same queries: {len(a)} vs {len(b)}")
+    d = [x - y for x, y in zip(a, b)]
+    if not d:
+        return None
+    mu = sum(d) / len(d)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    return {"mean": mu, "half_width": z * sd / math.sqrt(len(d)), "n": len(d)}
+
+
 def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation over seeds (spread 0.0 for a single value)."""
     vals = [v for v in values if _ok(v)]

@@ -49,6 +49,10 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
         assert (out / png).stat().st_size > 1000
     n_cells = len(list((out / "cells").rglob("*.json")))
     assert n_cells == 2 + 2 * 4 + 1  # zero-shot + two 2x2 matrices + SEE's OOD cell
+    # each cell keeps its per-query scores, whose mean is the cell's score (the report pairs methods by them)
+    cell = json.loads((out / "cells" / "see" / "seed0" / "r1_1.json").read_text())
+    assert len(cell["scores"]) == cell["n"] == 6
+    assert sum(cell["scores"]) / 6 == pytest.approx(cell["score"], abs=1e-3)
 
     # a rerun computes nothing: every cell exists (answering would now fail)
     from see.bench import methods
@@ -123,6 +127,35 @@ def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, caps
     empty = tmp_path / "empty"
     assert see_main(["bench", str(cfg_path), "--report", "--out", str(empty)]) == 2
     assert "no benchmark cells" in capsys.readouterr().err
+
+
+def test_diagonal_against_the_oracle_by_hand():
+    from see.bench.report import _diagonal_section, diagonal_against
+
+    class Cells(dict):
+        def get(self, *key):
+            return dict.get(self, key)
+
+    # seed 0: SEE 0.70 vs oracle 0.75 on task 0 (per-query scores stored), 0.9 vs 0.9 on task 1 (no scores);
+    # seed 1: 0.80 vs 0.79 on task 0, task 1 missing for the oracle
+    cells = Cells({("see", 0, 0, 0): {"score": 0.70, "scores": [1, 0, 1, 1]},
+                   ("oracle", 0, 0, 0): {"score": 0.75, "scores": [1, 1, 1, 0]},
+                   ("see", 0, 1, 1): {"score": 0.9}, ("oracle", 0, 1, 1): {"score": 0.9}})
+    R = {"see": {"0": [[0.70, None], [None, 0.9]], "1": [[0.80, None], [None, 0.5]]},
+         "oracle": {"0": [[0.75, None], [None, 0.9]], "1": [[0.79, None], [None, None]]}}
+    results = {"tasks": ["a", "b"], "seeds": [0, 1],
+               "methods": {m: {"per_seed": {s: {"R": r} for s, r in per.items()}} for m, per in R.items()}}
+    d = diagonal_against(cells, results, "see", "oracle")
+    assert d["per_seed"]["0"] == [pytest.approx(-0.05), pytest.approx(0.0)]
+    assert d["per_seed"]["1"] == [pytest.approx(0.01), None]
+    assert d["mean"][0] == pytest.approx(-0.02) and d["seeds"] == [2, 1]
+    # task 1's columns average seed 0 only, the one seed where both methods have the cell
+    assert d["ours_mean"][1] == pytest.approx(0.9) and d["reference_mean"][1] == pytest.approx(0.9)
+    # paired by query: d = [0, -1, 0, 1], mean 0, sample sd sqrt(2/3): 95% half-width 1.96 * 0.8165 / 2 = 0.80
+    assert d["paired"]["0"][0]["mean"] == 0 and d["paired"]["0"][1] is None and d["paired"]["1"] == [None, None]
+    text = "\n".join(_diagonal_section({**results, "diagonal": {"see": d}}))
+    assert "| a | 75.0 | 77.0 | -2.0 ± 4.2 | 2 | yes | seed 0: +0.0 ± 80.0 |" in text
+    assert "| b | 90.0 | 90.0 | +0.0 ± 0.0 | 1 | yes | – |" in text
 
 
 def test_routing_failures_are_counted_and_quoted():

@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from see.metrics import (auroc, average_performance, backward_transfer, exact_match, fallback_rate, forgetting,
-                         forward_transfer, mean_and_spread, normalize_answer, rouge_l, routing_accuracy,
-                         routing_confusion, tpr_at_fpr)
+from see.metrics import (auroc, average_performance, backward_transfer, diagonal_gap, exact_match, fallback_rate,
+                         forgetting, forward_transfer, mean_and_spread, normalize_answer, paired_difference, rouge_l,
+                         routing_accuracy, routing_confusion, tpr_at_fpr)
 
 NAN = float("nan")
 
@@ -122,3 +122,25 @@ def test_mean_and_spread():
     assert mean_and_spread([0.5]) == (0.5, 0.0)
     assert mean_and_spread([None, NAN]) == (None, None)
     assert math.isclose(mean_and_spread([None, 2.0, 4.0])[0], 3.0)
+
+
+def test_diagonal_gap_by_hand():
+    see = [[0.9, None], [0.8, 0.5]]
+    oracle = [[1.0, None], [1.0, 0.7]]
+    gap = diagonal_gap(see, oracle)
+    assert gap[0] == pytest.approx(-0.1) and gap[1] == pytest.approx(-0.2)
+    # a missing diagonal cell on either side gives None, not a number
+    assert diagonal_gap([[0.9, None], [0.8, None]], oracle) == [pytest.approx(-0.1), None]
+
+
+def test_paired_difference_by_hand():
+    a, b = [1, 1, 0, 0], [0, 1, 0, 1]
+    r = paired_difference(a, b)
+    # d = [1, 0, 0, -1]: mean 0, sample sd sqrt(2/3), se sqrt(2/3)/2
+    assert r["mean"] == 0 and r["n"] == 4
+    assert r["half_width"] == pytest.approx(1.96 * math.sqrt(2 / 3) / 2)
+    r = paired_difference([1, 1, 1], [0, 0, 0])
+    assert r == {"mean": 1.0, "half_width": 0.0, "n": 3}
+    assert paired_difference([], []) is None
+    with pytest.raises(ValueError, match="same queries"):
+        paired_difference([1, 0], [1])

@@ -5,12 +5,16 @@ from pathlib import Path
 from typing import Any
 
 from see.bench.methods import ROUTING_METHODS
-from see.metrics import (auroc, average_performance, backward_transfer, fallback_rate, forgetting, forward_transfer,
-                         mean_and_spread, routing_accuracy, routing_confusion, tpr_at_fpr)
+from see.metrics import (auroc, average_performance, backward_transfer, diagonal_gap, fallback_rate, forgetting,
+                         forward_transfer, mean_and_spread, paired_difference, routing_accuracy, routing_confusion,
+                         tpr_at_fpr)
 
 METRICS = ("AP", "BWT", "FWT", "Forgetting", "Routing acc", "OOD TPR", "OOD FPR", "OOD TPR@5%FPR", "OOD AUROC")
 #: The in-distribution false-positive rate at which the threshold-free OOD TPR is read.
 OOD_MAX_FPR = 0.05
+#: How far below the oracle SEE's diagonal may be and still count as parity: a correctly routed expert should
+#: answer as well as a plain LoRA trained on the same examples (the target the project set itself).
+DIAGONAL_TOLERANCE = 0.02
 #: Misrouted test queries kept per (task, chosen) pair and seed, for the report's examples.
 FAILURE_EXAMPLES = 3
 
@@ -88,7 +92,60 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood
         mean_R = [[mean_and_spread([per_seed[s]["R"][i][j] for s in per_seed])[0] for j in range(T)]
                   for i in range(T)]
         out["methods"][method] = {"per_seed": per_seed, "summary": summary, "mean_R": mean_R}
+    out["diagonal"] = {ours: diagonal_against(cells, out, ours, "oracle") for ours in ("see", "see-calibrated")
+                       if ours in out["methods"] and "oracle" in out["methods"]}
     return out
+
+
+def diagonal_against(cells, results: dict, ours: str, reference: str) -> dict:
+    """Per task: R[j][j] of ours minus the reference's, per seed and as mean ± std over the seeds both have;
+    and, where both cells stored per-query scores, the paired difference with its 95% interval per seed."""
+    T = len(results["tasks"])
+    gaps, paired = {}, {}
+    for seed in results["seeds"]:
+        a = results["methods"][ours]["per_seed"][str(seed)]["R"]
+        b = results["methods"][reference]["per_seed"][str(seed)]["R"]
+        gaps[str(seed)] = diagonal_gap(a, b)
+        row = []
+        for j in range(T):
+            ca, cb = cells.get(ours, seed, j, j) or {}, cells.get(reference, seed, j, j) or {}
+            both = "scores" in ca and "scores" in cb and len(ca["scores"]) == len(cb["scores"])
+            row.append(paired_difference(ca["scores"], cb["scores"]) if both else None)
+        paired[str(seed)] = row
+    stats = [mean_and_spread([gaps[s][j] for s in gaps]) for j in range(T)]
+
+    def diag(method: str, j: int) -> float | None:  # over the seeds both methods have, as the gap is
+        R = {s: results["methods"][method]["per_seed"][s]["R"] for s in gaps if gaps[s][j] is not None}
+        return mean_and_spread([r[j][j] for r in R.values()])[0]
+
+    return {"reference": reference, "per_seed": gaps, "paired": paired,
+            "ours_mean": [diag(ours, j) for j in range(T)], "reference_mean": [diag(reference, j) for j in range(T)],
+            "mean": [m for m, _ in stats], "std": [sd for _, sd in stats],
+            "seeds": [sum(gaps[s][j] is not None for s in gaps) for j in range(T)]}
+
+
+def _diagonal_section(results: dict) -> list[str]:
+    lines = []
+    for ours, d in results.get("diagonal", {}).items():
+        ref = d["reference"]
+        lines += [f"R[j][j], task j right after its own training: {ours} (routed, as served) minus {ref} (the "
+                  f"task's own LoRA, given the task), in points. Parity means within {100 * DIAGONAL_TOLERANCE:.0f} "
+                  "points below the oracle on every task; the paired interval (per seed, where the cells stored "
+                  "per-query scores) says whether a gap is larger than the test set's noise.", "",
+                  f"| task | {ours} | {ref} | difference (mean ± std) | seeds | within {100 * DIAGONAL_TOLERANCE:.0f} "
+                  "| paired difference per seed, 95% interval |", "|---|---|---|---|---|---|---|"]
+        for j, task in enumerate(results["tasks"]):
+            mine, theirs, mu, sd = d["ours_mean"][j], d["reference_mean"][j], d["mean"][j], d["std"][j]
+            if mu is None:
+                lines.append(f"| {task} | – | – | – | 0 | – | – |")
+                continue
+            ok = "yes" if mu >= -DIAGONAL_TOLERANCE - 1e-9 else "**no**"  # -0.02 exactly passes, float error aside
+            pairs = [f"seed {s}: {100 * p['mean']:+.1f} ± {100 * p['half_width']:.1f}"
+                     for s, row in d["paired"].items() for p in [row[j]] if p is not None]
+            lines.append(f"| {task} | {100 * mine:.1f} | {100 * theirs:.1f} | {100 * mu:+.1f} ± {100 * sd:.1f} | "
+                         f"{d['seeds'][j]} | {ok} | {'; '.join(pairs) or '–'} |")
+        lines.append("")
+    return lines
 
 
 def misrouted_examples(names: list[str], chosen: list[list], inputs: list[list[str]],
@@ -271,6 +328,9 @@ def write_report(results: dict, out: Path) -> None:
     comp = _comparisons(results)
     if comp:
         lines += ["", "## How SEE compares", ""] + comp
+    diagonal = _diagonal_section(results)
+    if diagonal:
+        lines += ["", "## SEE's diagonal against the oracle's", ""] + diagonal[:-1]
     routing = _routing_section(results)
     if routing:
         lines += ["", "## Routing: confusion and where it fails", ""] + routing
