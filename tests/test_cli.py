@@ -63,8 +63,19 @@ def test_eval_json(cli_ensemble):
     r = run_see("eval", path, "--data", test, "--json", "--instruction", "Is the review positive or negative?")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["examples"] == 30 and report["metric"] == "exact_match" and report["score"] >= 0.5
+    assert report["examples"] == 30 and report["metric"] == "exact_match"
     assert report["routed"]["sentiment"] >= 0.9
+    # the score is the exact match of what the ensemble answers (greedy, so the Python API answers the same),
+    # scored here on its own: the tiny random-init base is not asked to learn sentiment, only to be scored
+    # truthfully (a ">= 50%" check here passed only while its constant answer was the test's majority label)
+    from see.data import Example, Task
+    from see.ensemble import Ensemble
+    from see.metrics import score_answers
+
+    rows = [json.loads(line) for line in open(test)]
+    task = Task("sentiment", [Example(r["input"], (r["output"],)) for r in rows], "Is the review positive or negative?")
+    answers = [g.answer for g in Ensemble.load(path).evaluate(task)["results"]]
+    assert report["score"] == pytest.approx(sum(score_answers(answers, task.examples, "exact_match")) / 30)
 
 
 def test_bad_input_exits_2_with_a_clear_message_and_changes_nothing(cli_ensemble, tmp_path):

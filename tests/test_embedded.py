@@ -28,7 +28,13 @@ def test_general_negatives_come_from_the_pool_families_only():
 
 
 def test_pretraining_text_never_uses_the_task_format():
-    text = "\n".join(pretraining_text(2000))
+    from see.embedded.build_base import pretraining_corpus
+
+    corpus = pretraining_corpus(2000)
+    generic = [t for t in corpus if t not in set(pretraining_text(2000))]
+    assert 0.2 < len(generic) / len(corpus) < 0.4  # the default generic share, 0.3
+    assert pretraining_corpus(2000, generic_share=0.0) == pretraining_text(2000)
+    text = "\n".join(corpus)
     assert "Answer:" not in text
     assert not any(FAMILIES[f].instruction in text for f in FAMILIES)
 
@@ -55,8 +61,9 @@ def test_build_script_runs_a_few_steps(tmp_path):
 
 
 def test_generator_still_yields_the_corpus_the_committed_base_saw():
-    from see.embedded.build_base import corpus_sha256
+    from see.embedded.build_base import corpus_sha256, pretraining_corpus
 
     info = json.loads((BASE_DIR / "build_info.json").read_text())
-    corpus = pretraining_text(info["args"]["statements"], seed=info["args"]["seed"])
+    corpus = pretraining_corpus(info["args"]["statements"], seed=info["args"]["seed"],
+                                generic_share=info["args"]["generic_share"])
     assert corpus_sha256(corpus) == info["corpus_sha256"]
