@@ -13,7 +13,7 @@ from see.lifecycle import add_expert, init_ensemble
 from see.errors import DataError, StoreError
 from see.store import EnsembleStore
 
-TRAIN = TINY_TRAIN + ["train.epochs=8"]
+TRAIN = TINY_TRAIN + ["train.epochs=12"]
 
 
 def _queries(family, n=24, split="test"):
