@@ -208,8 +208,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96) -
     d = [x - y for x, y in zip(a, b)]
     if not d:
         return None
-    mu = sum(d) / len(d)
-    sd = math.sqrt(sum((v - mu) ** 2 for v in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    mu, sd = mean_and_spread(d)
     return {"mean": mu, "half_width": z * sd / math.sqrt(len(d)), "n": len(d)}
 
 

@@ -58,7 +58,8 @@ def _cell_value(answers: list[Answer], task, metric: str) -> dict:
     scores = score_answers([a.text for a in answers], task.examples, metric)
     # per-query scores let the report pair two methods query by query (see metrics.paired_difference)
     return {"score": sum(scores) / len(scores), "n": len(scores), "metric": metric,
-            "scores": [round(x, 4) for x in scores], "chosen": [a.chosen for a in answers], "ood_score": [a.score for a in answers],
+            "scores": [round(x, 4) for x in scores], "chosen": [a.chosen for a in answers],
+            "ood_score": [a.score for a in answers],
             "examples": [{"input": ex.input[:200], "answer": a.text[:200], "gold": list(ex.outputs)[:3]}
                          for a, ex in list(zip(answers, task.examples))[:5]]}
 
