@@ -312,3 +312,38 @@ def test_a_partial_run_keeps_the_folder_config_whole(tmp_path, tiny_llama):
     _write_folder_config(load_bench_config(_config(tmp_path, tiny_llama, ("see", "seq-lora")), ["seeds=[1]"]), out)
     saved = OmegaConf.load(out / "config.yaml")
     assert list(saved.methods) == ["oracle", "see", "seq-lora"] and list(saved.seeds) == [0, 1]
+
+
+def test_a_seed_still_running_is_left_out_of_the_averages():
+    """AP, BWT and FWT of a partial matrix are other quantities than a finished seed's; averaging them in would
+    move the mean toward whichever rows happen to be done."""
+    from types import SimpleNamespace
+
+    from see.bench.report import aggregate
+
+    class Cells(dict):
+        def get(self, *key):
+            return dict.get(self, key)
+
+    # seed 0 finished: R = [[0.8, 0.1], [0.7, 0.9]]; seed 1 has only its first row: [[0.6, 0.3]]
+    cells = Cells({("seq-lora", 0, 0, 0): {"score": 0.8}, ("seq-lora", 0, 0, 1): {"score": 0.1},
+                   ("seq-lora", 0, 1, 0): {"score": 0.7}, ("seq-lora", 0, 1, 1): {"score": 0.9},
+                   ("seq-lora", 1, 0, 0): {"score": 0.6}, ("seq-lora", 1, 0, 1): {"score": 0.3},
+                   ("base", 0, "zero", 0): {"score": 0.0}, ("base", 0, "zero", 1): {"score": 0.0},
+                   ("base", 1, "zero", 0): {"score": 0.0}, ("base", 1, "zero", 1): {"score": 0.0}})
+    cfg = SimpleNamespace(name="t", base="b", stream=[SimpleNamespace(name="a"), SimpleNamespace(name="b")],
+                          seeds=[0, 1], methods=["seq-lora"], ood=[])
+    data = aggregate(cfg, cells, [])["methods"]["seq-lora"]
+    assert data["seeds_counted"] == [0]
+    # seed 0 alone: AP (0.7 + 0.9) / 2, BWT 0.7 - 0.8, FWT R[0][1] - 0 = 0.1; seed 1's FWT (0.3) is not averaged in
+    assert data["summary"]["AP"]["mean"] == pytest.approx(0.8)
+    assert data["summary"]["BWT"]["mean"] == pytest.approx(-0.1)
+    assert data["summary"]["FWT"]["mean"] == pytest.approx(0.1)
+    assert data["mean_R"][0] == [pytest.approx(0.8), pytest.approx(0.1)]
+    assert data["per_seed"]["1"]["complete"] is False and data["per_seed"]["1"]["FWT"] == pytest.approx(0.3)
+
+    # while no seed is complete, the partial seeds are all there is to show
+    del cells[("seq-lora", 0, 1, 1)]
+    data = aggregate(cfg, cells, [])["methods"]["seq-lora"]
+    assert data["seeds_counted"] == [0, 1]
+    assert data["summary"]["FWT"]["mean"] == pytest.approx(0.2)

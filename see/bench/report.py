@@ -46,6 +46,22 @@ def _matrix(cells, method: str, seed: int, T: int) -> list[list[float | None]]:
     return [[(c or {}).get("score") for c in (cells.get(method, seed, i, j) for j in range(T))] for i in range(T)]
 
 
+def _complete(R: list[list[float | None]], method: str) -> bool:
+    """Whether a seed has every cell of the method's matrix (multi-task training has only the last row)."""
+    rows = R[-1:] if method == "mtl-lora" else R
+    return all(v is not None for row in rows for v in row)
+
+
+def counted_seeds(data: dict) -> dict:
+    """The per-seed figures that the summaries average: the complete seeds, or every seed while none is.
+
+    A seed still running has a partial matrix, and AP, BWT, FWT and the routing confusion of a partial matrix
+    are not the same quantities as a finished seed's: averaged in, they would move the mean toward whichever
+    rows happen to be done."""
+    done = {s: m for s, m in data["per_seed"].items() if m.get("complete")}
+    return done or data["per_seed"]
+
+
 def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood_inputs: dict | None = None) -> dict:
     """Metrics per method and seed, and their mean and spread. ``inputs`` ({seed: one list of test inputs per
     task, in cell order}) and ``ood_inputs`` ({seed: the OOD inputs, in cell order}) let the report quote
@@ -62,7 +78,7 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood
             R = _matrix(cells, method, seed, T)
             zero = out["zero_shot"][str(seed)]
             m = {"R": R, "AP": average_performance(R), "BWT": backward_transfer(R), "FWT": forward_transfer(R, zero),
-                 "Forgetting": forgetting(R)}
+                 "Forgetting": forgetting(R), "complete": _complete(R, method)}
             if method in ROUTING_METHODS:
                 last = [cells.get(method, seed, T - 1, j) or {} for j in range(T)]
                 true = [names[j] for j in range(T) for _ in last[j].get("chosen", [])]
@@ -71,6 +87,7 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood
                 m["Routing acc"] = routing_accuracy(true, chosen)
                 m["confusion"] = routing_confusion(true, chosen, names) if true else None
                 ood = cells.get(method, seed, T - 1, "ood")
+                m["complete"] = m["complete"] and (ood is not None or not cfg.ood)
                 m["OOD FPR"] = fallback_rate(chosen)
                 if ood:
                     m["OOD TPR"] = fallback_rate(ood["chosen"])
@@ -84,14 +101,14 @@ def aggregate(cfg: Any, cells, notes: list[str], inputs: dict | None = None, ood
                 if seed_inputs:
                     m["failures"] = misrouted_examples(names, [c.get("chosen", []) for c in last], seed_inputs)
             per_seed[str(seed)] = m
+        counted = counted_seeds({"per_seed": per_seed})
         summary = {}
         for key in METRICS:
-            vals = [per_seed[s].get(key) for s in per_seed]
-            mu, sd = mean_and_spread(vals)
+            mu, sd = mean_and_spread([m.get(key) for m in counted.values()])
             summary[key] = {"mean": mu, "std": sd}
-        mean_R = [[mean_and_spread([per_seed[s]["R"][i][j] for s in per_seed])[0] for j in range(T)]
-                  for i in range(T)]
-        out["methods"][method] = {"per_seed": per_seed, "summary": summary, "mean_R": mean_R}
+        mean_R = [[mean_and_spread([m["R"][i][j] for m in counted.values()])[0] for j in range(T)] for i in range(T)]
+        out["methods"][method] = {"per_seed": per_seed, "summary": summary, "mean_R": mean_R,
+                                  "seeds_counted": [int(s) for s in counted]}
     out["diagonal"] = {ours: diagonal_against(cells, out, ours, "oracle") for ours in ("see", "see-calibrated")
                        if ours in out["methods"] and "oracle" in out["methods"]}
     return out
@@ -181,7 +198,7 @@ def ood_routing(families: list[str], chosen: list, inputs: list[str] | None = No
 
 def _ood_lines(data: dict, tasks: list[str]) -> list[str]:
     """OOD family x (expert or fallback) counts over all seeds, and the OOD queries experts kept, quoted."""
-    routed = [m["ood_routing"] for m in data["per_seed"].values() if m.get("ood_routing")]
+    routed = [m["ood_routing"] for m in counted_seeds(data).values() if m.get("ood_routing")]
     if not routed:
         return []
     families = list(dict.fromkeys(f for r in routed for f in r["counts"]))
@@ -254,7 +271,7 @@ def _comparisons(results: dict) -> list[str]:
 
 
 def _seeds_with(data: dict, key: str) -> int:
-    return sum(m.get(key) is not None for m in data["per_seed"].values())
+    return sum(m.get(key) is not None for m in counted_seeds(data).values())
 
 
 def _routing_section(results: dict) -> list[str]:
@@ -262,7 +279,7 @@ def _routing_section(results: dict) -> list[str]:
     tasks = results["tasks"]
     lines: list[str] = []
     for method, data in results["methods"].items():
-        mats = [m["confusion"] for m in data["per_seed"].values() if m.get("confusion")]
+        mats = [m["confusion"] for m in counted_seeds(data).values() if m.get("confusion")]
         if not mats:
             continue
         C = [[sum(M[i][j] for M in mats) for j in range(len(tasks) + 1)] for i in range(len(tasks))]
@@ -280,7 +297,7 @@ def _routing_section(results: dict) -> list[str]:
             lines.append("Largest failures:")
             for count, i, j in pairs[:4]:
                 key = f"{tasks[i]} -> {'fallback' if j == len(tasks) else tasks[j]}"
-                quoted = next((m["failures"][key] for m in data["per_seed"].values()
+                quoted = next((m["failures"][key] for m in counted_seeds(data).values()
                                if m.get("failures", {}).get(key)), [])
                 lines.append(f"- `{key}`: {count} queries ({100 * count / max(1, sum(C[i])):.0f}% of {tasks[i]}'s)"
                              + ("; e.g. " + "; ".join(f"“{q}”" for q in quoted[:2]) if quoted else ""))
@@ -325,6 +342,12 @@ def write_report(results: dict, out: Path) -> None:
              "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for method, data in results["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_fmt(data["summary"][k]) for k in METRICS) + " |")
+    left_out = [f"{method} seed {s}" for method, data in results["methods"].items() for s in data["per_seed"]
+                if int(s) not in data.get("seeds_counted", [int(k) for k in data["per_seed"]])]
+    if left_out:
+        lines += ["", "Seeds whose cells are not all done are left out of this table and of the sections below until "
+                  "they are (except SEE's diagonal against the oracle's, which compares finished diagonal cells): "
+                  + ", ".join(left_out) + "."]
     comp = _comparisons(results)
     if comp:
         lines += ["", "## How SEE compares", ""] + comp
@@ -391,10 +414,11 @@ def _plots(results: dict, out: Path) -> None:
     fig.savefig(out / "accuracy_matrices.png", dpi=110)
     plt.close(fig)
 
-    routed = [m for m in methods if any(s.get("confusion") for s in results["methods"][m]["per_seed"].values())]
+    routed = [m for m in methods if any(s.get("confusion") for s in counted_seeds(results["methods"][m]).values())]
     fig, axes = plt.subplots(1, max(1, len(routed)), figsize=(3.8 * max(1, len(routed)), 3.4), squeeze=False)
     for ax, method in zip(axes.flat, routed):
-        C = sum(np.array(s["confusion"]) for s in results["methods"][method]["per_seed"].values() if s.get("confusion"))
+        C = sum(np.array(s["confusion"]) for s in counted_seeds(results["methods"][method]).values()
+                if s.get("confusion"))
         shares = C / np.maximum(1, C.sum(axis=1, keepdims=True))
         ax.imshow(shares, vmin=0, vmax=1, cmap="Blues")
         for i in range(shares.shape[0]):
