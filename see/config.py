@@ -158,6 +158,10 @@ class ReconstructionConfig:
     general_negative_ratio: float = setting(1.0, "general negatives as a share of positives: as many as the task "
                                                  "has examples, so that rejecting is learned as well as answering",
                                             low=0)
+    near_miss_ratio: float = setting(0.5, "near misses as a share of positives: the task's own queries with one key "
+                                          "word swapped for a word it never uses, so that the expert rejects "
+                                          "look-alike requests (see `see/negatives/near_miss.py`); 0 disables them",
+                                     low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
 

@@ -252,6 +252,14 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     grouped = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["train.group_by_length=true"])
     with pytest.raises(ConfigError, match="different config.*train"):
         run_bench(grouped, tmp_path / "out", log=lambda m: None, progress=False)
+    # a key whose default changed what runs do (near misses) reads as off in a config written before it
+    saved.write_text(old.replace("  near_miss_ratio: 0.5\n", ""))
+    assert saved.read_text() != old
+    with pytest.raises(ConfigError, match="different config.*reconstruction"):
+        run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
+    saved.write_text(old.replace("  near_miss_ratio: 0.5\n", ""))
+    without = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["reconstruction.near_miss_ratio=0"])
+    run_bench(without, tmp_path / "out", log=lambda m: None, progress=False)
 
 
 def _budget_search():

@@ -60,3 +60,69 @@ def test_rehearsal_buffer_sample_and_roundtrip(tmp_path):
     write_queries(tmp_path / "r.jsonl", queries)
     assert read_queries(tmp_path / "r.jsonl") == queries
     assert len(RehearsalBuffer.sample_task(_task("t", 5), 100, seed=0)) == 5
+
+
+# --------------------------------------------------------------------------- near misses
+
+def _chore_task():
+    words = ["tunnel", "badger", "planet", "walnut", "marble", "zipper", "falcon", "harbor", "violin", "oyster",
+             "rabbit", "candle", "meadow", "pepper", "saddle", "timber", "velvet", "window", "anchor", "bucket",
+             "castle", "dragon", "engine", "forest", "garden", "helmet", "island", "jacket", "kettle", "lemon"]
+    phrasings = ["How many vowels are in {}?", "Count the vowels in {}", "{}: number of vowels?"]
+    return Task("count_vowels", [Example(phrasings[i % 3].format(w), ("2",)) for i, w in enumerate(words)])
+
+
+POOL = [(None, q) for q in ("What is the capital of Peru?", "How many legs does a spider have?",
+                            "Write a haiku about autumn rain", "Is a tomato a fruit?", "Convert 5 miles to km",
+                            "Explain photosynthesis in simple terms", "Recommend a board game for four players",
+                            "Why are flamingos pink?")]
+
+
+def test_key_words_are_shared_by_the_task_and_rare_in_the_pool():
+    from see.negatives.near_miss import key_words
+
+    keys = key_words([(None, ex.input) for ex in _chore_task().examples], POOL)
+    # "vowels" is in every query and "count", "number" in a third; "how", "many", "are", "the", "in", "of" are
+    # as common in the pool (one query of 8 is over a tenth of a third); each word to count in is in 1 of 30
+    assert keys == {"vowels": 1.0, "count": 1 / 3, "number": 1 / 3}
+
+
+def test_near_misses_swap_one_key_word_for_a_word_the_task_never_uses():
+    from see.negatives.near_miss import WORD, near_miss_negatives
+
+    task = _chore_task()
+    queries = [(None, ex.input) for ex in task.examples]
+    out = near_miss_negatives(queries, POOL, 20, seed=0)
+    assert len(out) == 20 and len(set(out)) == 20
+    task_words = {w.lower() for q in queries for w in WORD.findall(q[1])}
+    pool_words = {w.lower() for q in POOL for w in WORD.findall(q[1])}
+    for instruction, text in out:
+        assert instruction is None and (None, text) not in queries
+        # exactly one word differs from some task query, and it is a pool word the task never uses
+        words = WORD.findall(text)
+        matches = [q for q in queries if len(WORD.findall(q[1])) == len(words)
+                   and sum(a != b for a, b in zip(WORD.findall(q[1]), words)) == 1]
+        assert matches, text
+        new = {w.lower() for w in words} - task_words
+        assert len(new) == 1 and new <= pool_words
+    assert near_miss_negatives(queries, POOL, 20, seed=0) == out  # seeded
+    assert near_miss_negatives(queries, POOL, 20, seed=1) != out
+
+
+def test_a_task_without_shared_words_or_without_a_pool_gets_no_near_misses():
+    from see.negatives.near_miss import near_miss_negatives
+
+    bare = [(None, f"{i} and then {7 * i}") for i in range(30)]
+    # only "and"/"then" are words, and the pool uses them as well; numbers are never key words
+    pool = POOL + [(None, "and then what"), (None, "then and there")]
+    assert near_miss_negatives(bare, pool, 10) == []
+    assert near_miss_negatives([(None, ex.input) for ex in _chore_task().examples], [], 10) == []
+
+
+def test_near_misses_are_a_share_of_positives_in_the_reconstruction():
+    task = _chore_task()
+    out = reconstruct_task(task, None, POOL, general_negative_ratio=0.2, near_miss_ratio=0.5, seed=0)
+    counts = count_by_origin(out)
+    assert counts == {"count_vowels": 30, "general": 6, "near-miss": 15}
+    assert all(e.kind == "neg" and e.answer is None for e in out if e.origin == "near-miss")
+    assert "near-miss" not in count_by_origin(reconstruct_task(task, None, POOL, general_negative_ratio=0.2))

@@ -305,13 +305,23 @@ def _write_folder_config(cfg: Any, out: Path) -> None:
     previous.write_text(OmegaConf.to_yaml(saved))
 
 
+#: Keys the schema gained whose default does something runs before them did not: a config written before the
+#: key existed did what this value does (section, key) -> value.
+_BEFORE_ADDED = {("reconstruction", "near_miss_ratio"): 0.0}
+
+
 def _with_new_defaults(old: dict) -> dict:
     """An earlier run's config with the keys the schema gained since at their defaults: an option added
-    later, left at its default, is what that run did, so its cells stay valid (``train.group_by_length``)."""
+    later, left at its default, is what that run did, so its cells stay valid (``train.group_by_length``).
+    A key whose default changed behaviour takes the value that reproduces the old one (``_BEFORE_ADDED``)."""
     from omegaconf.errors import OmegaConfBaseException
 
     from see.bench.config import BenchConfig
 
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in old.items()}
+    for (section, key), value in _BEFORE_ADDED.items():
+        if isinstance(old.get(section), dict) and key not in old[section]:
+            old[section][key] = value
     try:
         return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(BenchConfig), old), resolve=True)
     except OmegaConfBaseException:  # a key the schema has dropped: compare as written

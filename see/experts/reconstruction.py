@@ -3,8 +3,10 @@
 Positives are the task's examples with target ``<<pos>> answer``. Negatives
 are queries the expert must reject, with target ``<<neg>>``: a rehearsal
 sample of earlier tasks (an expert only has to reject *older* tasks, since
-newer experts see a query first) and a pool of general negatives, so that an
-expert also rejects what no task of the stream looks like.
+newer experts see a query first), a pool of general negatives, so that an
+expert also rejects what no task of the stream looks like, and near misses:
+the task's own queries with a key word swapped (:mod:`see.negatives.near_miss`),
+so that it rejects what looks like its task but asks for something else.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from see.data import Task
+from see.negatives.near_miss import near_miss_negatives
 
 Query = tuple[str | None, str]  # (instruction, input)
 
@@ -26,7 +29,7 @@ class TrainingExample:
     kind: str
     #: the answer after <<pos>>; None for negatives
     answer: str | None
-    #: where the example came from: the task name, "rehearsal:<task>" or "general"
+    #: where the example came from: the task name, "rehearsal:<task>", "general" or "near-miss"
     origin: str
 
 
@@ -73,13 +76,15 @@ def _allocate(total: int, sizes: dict[str, int], minimum: int) -> dict[str, int]
 def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
                      general: Sequence[Query] = (), *, negative_ratio: float = 0.2,
                      min_negatives_per_task: int = 1, general_negative_ratio: float = 0.2,
-                     seed: int = 0) -> list[TrainingExample]:
+                     near_miss_ratio: float = 0.0, seed: int = 0) -> list[TrainingExample]:
     """Positives of ``task`` plus rehearsal and general negatives, shuffled with ``seed``.
 
     Sizes: ``negative_ratio * len(task)`` rehearsal negatives spread over the
     earlier tasks (at least ``min_negatives_per_task`` from each when its
     buffer has them), and ``general_negative_ratio * len(task)`` general
-    negatives. The first expert has no rehearsal: it gets general negatives only.
+    negatives, and ``near_miss_ratio * len(task)`` near misses made from the
+    task's queries and the general pool's words (none without a general pool).
+    The first expert has no rehearsal: it gets general negatives and near misses.
     """
     rng = random.Random(seed)
     out = [TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name) for ex in task.examples]
@@ -96,6 +101,9 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
         count = min(len(general), int(round(general_negative_ratio * n_pos)))
         for instruction, text in rng.sample(general, count):
             out.append(TrainingExample(instruction, text, "neg", None, "general"))
+        queries = [(task.instruction, ex.input) for ex in task.examples]
+        for instruction, text in near_miss_negatives(queries, general, int(round(near_miss_ratio * n_pos)), seed):
+            out.append(TrainingExample(instruction, text, "neg", None, "near-miss"))
     rng.shuffle(out)
     return out
 
@@ -136,6 +144,7 @@ def reconstruct(task: Task, rehearsal: RehearsalBuffer | None, general: Sequence
     """:func:`reconstruct_task` with the config's ``reconstruction`` section, then the held-out split."""
     examples = reconstruct_task(task, rehearsal, general, negative_ratio=settings.negative_ratio,
                                 min_negatives_per_task=settings.min_negatives_per_task,
-                                general_negative_ratio=settings.general_negative_ratio, seed=seed)
+                                general_negative_ratio=settings.general_negative_ratio,
+                                near_miss_ratio=settings.near_miss_ratio, seed=seed)
     train, heldout = split_heldout(examples, eval_fraction, eval_max)
     return Reconstruction(train, heldout, count_by_origin(examples))

@@ -1,0 +1,108 @@
+"""Near-miss negatives: the task's own queries with one of its key words swapped out.
+
+Rehearsal and general negatives teach an expert to reject queries that look
+nothing like its task. What reaches the wrong expert in practice looks a lot
+like it: "3 hours is how many minutes?" at an expert for "how many vowels in
+tunnel?", "which letter comes after w?" at one for "which letter does judge
+end with?". An expert that never saw such a query rejected accepts it, because
+a short question about a word is all it learned to recognise. The first expert
+of an ensemble, which has no older task to reject, is the worst off.
+
+A near miss keeps everything of a task query but one *key word*, which is
+replaced by a word the task never uses: "How many vowels are in tunnel?"
+becomes "How many harbours are in tunnel?". The expert learns that the words
+saying *what to do* decide, not the shape of the query. Key words are those
+that many of the task's queries share and the general pool seldom uses; the
+words that vary from query to query (the word to reverse, the city to find)
+are never touched, so a near miss never turns into another query of the task.
+A task with no such shared words (bare texts to classify) gets none.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from typing import Sequence
+
+Query = tuple[str | None, str]  # (instruction, input)
+
+#: letters only: numbers and punctuation are what varies between a task's queries, not what names the task
+WORD = re.compile(r"[^\W\d_]+")
+
+#: a key word is in at least this share of the task's queries ...
+MIN_TASK_SHARE = 0.05
+#: ... and this many times more often than in the general pool (words every query uses, "the", "in", "how",
+#: are not what names a task, and swapping them makes a garbled query of the task rather than another task)
+MIN_CONTRAST = 10.0
+
+
+def _words(query: Query) -> set[str]:
+    return {w.lower() for text in query if text for w in WORD.findall(text)}
+
+
+def key_words(queries: Sequence[Query], general: Sequence[Query]) -> dict[str, float]:
+    """Words (lower-cased) that name the task: shared by many of its queries, rare in ``general``.
+
+    Returns each key word's share of the task's queries.
+    """
+    task_df = Counter(w for q in queries for w in _words(q))
+    pool_df = Counter(w for q in general for w in _words(q))
+    n_task, n_pool = max(1, len(queries)), max(1, len(general))
+    keys = {}
+    for word, count in task_df.items():
+        share = count / n_task
+        if share >= MIN_TASK_SHARE and share >= MIN_CONTRAST * pool_df[word] / n_pool:
+            keys[word] = share
+    return keys
+
+
+def _match_case(word: str, like: str) -> str:
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    if like[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], count: int, seed: int = 0
+                        ) -> list[Query]:
+    """Up to ``count`` distinct queries of the task with one key word replaced by a word of ``general``.
+
+    Replacement words come from the general pool's vocabulary minus every word
+    the task uses, so a replacement is never one of the task's own (a synonym
+    the task also uses, another city of an extraction task). No result equals
+    a query of the task.
+    """
+    if count <= 0 or not queries or not general:
+        return []
+    keys = key_words(queries, general)
+    task_vocab = {w for q in queries for w in _words(q)}
+    fillers = sorted({w for q in general for w in _words(q)} - task_vocab)
+    fillers = [w for w in fillers if len(w) > 2]  # "a", "of": a swap to a function word rarely makes a request
+    # per query, (field, start, end, weight) of each key-word occurrence; the weight favours the words most
+    # queries share: a word shared by a few of a templated task's sentences ("summer" in "we spent a week in oslo
+    # last summer") may be content rather than request, and a swap there keeps a query of the task
+    spots = [[(f, m.start(), m.end(), keys[m.group().lower()] ** 2) for f, text in enumerate(q) if text
+              for m in WORD.finditer(text) if m.group().lower() in keys] for q in queries]
+    with_keys = [i for i, s in enumerate(spots) if s]
+    if not fillers or not with_keys:
+        return []
+    rng = random.Random(f"near-miss:{seed}")
+    own = {(q[0] or "", q[1]) for q in queries}
+    out: list[Query] = []
+    seen: set[tuple[str, str]] = set()
+    for _ in range(20 * count):  # duplicates are rare; the bound only stops a task with one short query
+        if len(out) >= count:
+            break
+        i = rng.choice(with_keys)
+        f, start, end, _ = rng.choices(spots[i], weights=[w for *_, w in spots[i]])[0]
+        fields = list(queries[i])
+        text = fields[f]
+        fields[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
+        made = (fields[0], fields[1])
+        key = (made[0] or "", made[1])
+        if key in own or key in seen:
+            continue
+        seen.add(key)
+        out.append(made)
+    return out
