@@ -15,7 +15,8 @@ saying *what to do* decide, not the shape of the query. Key words are those
 that many of the task's queries share and the general pool seldom uses; the
 words that vary from query to query (the word to reverse, the city to find)
 are never touched, so a near miss never turns into another query of the task.
-A task with no such shared words (bare texts to classify) gets none.
+When the data gives an instruction apart from the input, only the instruction
+is changed. A task with no such shared words (bare texts to classify) gets none.
 """
 from __future__ import annotations
 
@@ -82,8 +83,11 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
     # per query, (field, start, end, weight) of each key-word occurrence; the weight favours the words most
     # queries share: a word shared by a few of a templated task's sentences ("summer" in "we spent a week in oslo
     # last summer") may be content rather than request, and a swap there keeps a query of the task
-    spots = [[(f, m.start(), m.end(), keys[m.group().lower()] ** 2) for f, text in enumerate(q) if text
-              for m in WORD.finditer(text) if m.group().lower() in keys] for q in queries]
+    # When every query has an instruction, the instruction is what says what to do and the input is content
+    # (a review to judge, a headline to classify): only the instruction is changed.
+    fields = (0,) if all(q[0] for q in queries) else (0, 1)
+    spots = [[(f, m.start(), m.end(), keys[m.group().lower()] ** 2) for f in fields if q[f]
+              for m in WORD.finditer(q[f]) if m.group().lower() in keys] for q in queries]
     with_keys = [i for i, s in enumerate(spots) if s]
     if not fillers or not with_keys:
         return []
