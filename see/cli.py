@@ -133,6 +133,7 @@ def add_expert(dir: Dir,
         m = record.metrics
         parts = [f"loss {m.get('train_loss')}", f"{m.get('steps')} steps", f"{m.get('seconds')}s"]
         for key, label in (("heldout_accept_rate", "accepts own held-out"), ("heldout_reject_rate", "rejects negatives"),
+                           ("heldout_near_miss_reject_rate", "near misses"),
                            ("heldout_exact_match", "held-out exact match")):
             if key in m:
                 parts.append(f"{label} {100 * m[key]:.0f}%")

@@ -249,3 +249,27 @@ def test_length_grouping_cuts_padding_on_mixed_lengths():
     random_cost = padded([plain[k:k + 8] for k in range(0, 800, 8)])
     grouped_cost = padded(list(LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0))))
     assert grouped_cost < 0.75 * random_cost
+
+
+def test_near_misses_are_reported_apart_from_the_negatives_the_gate_and_threshold_use(tiny_llama, monkeypatch):
+    """A near miss that the expert accepts (a heuristic label that may be wrong) neither lowers the reject rate
+    the quality gate reads nor moves the threshold; it is reported on its own and counts in the score."""
+    from see.experts.reconstruction import NEAR_MISS, TrainingExample
+    from see.routing import calibration
+
+    model, tok, pos, neg = _setup(tiny_llama)
+    prompt, indicator = _prompt(model, tok, pos, neg)
+    held = ([TrainingExample(None, f"own {i}", "pos", "yes", "t") for i in range(4)]
+            + [TrainingExample(None, f"other {i}", "neg", None, "general") for i in range(4)]
+            + [TrainingExample(None, f"near {i}", "neg", None, NEAR_MISS) for i in range(2)])
+    p_pos = [0.99, 0.98, 0.97, 0.96] + [0.01, 0.02, 0.2, 0.6] + [0.95, 0.9]
+    monkeypatch.setattr(calibration, "active_adapter_scores",
+                        lambda m, pr, texts, pos_id, batch_size=32: (p_pos[:len(texts)], [s > 0.5 for s in p_pos]))
+    monkeypatch.setattr(calibration, "_answers_match", lambda *a, **k: 1.0)
+    m = calibration.evaluate_heldout(model, prompt, indicator, held, max_length=64, target_frr=0.02)
+    assert m["heldout_accept_rate"] == 1.0
+    assert m["heldout_reject_rate"] == 0.75  # 3 of the 4 general negatives; the near misses are not in it
+    assert m["heldout_near_miss_reject_rate"] == 0.0
+    assert m["heldout_score"] == round((1.0 + 1.0 + 0.75 + 0.0) / 4, 4)
+    assert m["threshold"] == calibration.auto_threshold(p_pos[:4], p_pos[4:8], 0.02, 10.0)
+    assert m["threshold"] != calibration.auto_threshold(p_pos[:4], p_pos[4:], 0.02, 10.0)

@@ -20,6 +20,10 @@ from see.negatives.near_miss import near_miss_negatives
 
 Query = tuple[str | None, str]  # (instruction, input)
 
+#: origin of near-miss negatives: made by a heuristic, so a few are queries of the task after all; they are
+#: trained on, but not counted where a wrong label would mislead (the quality gate, the threshold)
+NEAR_MISS = "near-miss"
+
 
 @dataclass(frozen=True)
 class TrainingExample:
@@ -103,7 +107,7 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
             out.append(TrainingExample(instruction, text, "neg", None, "general"))
         queries = [(task.instruction, ex.input) for ex in task.examples]
         for instruction, text in near_miss_negatives(queries, general, int(round(near_miss_ratio * n_pos)), seed):
-            out.append(TrainingExample(instruction, text, "neg", None, "near-miss"))
+            out.append(TrainingExample(instruction, text, "neg", None, NEAR_MISS))
     rng.shuffle(out)
     return out
 

@@ -15,7 +15,7 @@ import torch
 
 from see.config import RoutingConfig
 from see.engine.decode import SamplingParams, generate
-from see.experts.reconstruction import TrainingExample
+from see.experts.reconstruction import NEAR_MISS, TrainingExample
 from see.experts.training import collate, encode_example, target_loss
 from see.metrics import exact_match
 from see.prompt import Indicator, PromptFormat, format_prompt
@@ -81,13 +81,16 @@ def calibration_texts(store: EnsembleStore, manifest: Manifest, index: int) -> t
     """(held-out positives, negatives) of expert ``index`` as prompt texts.
 
     The negatives are what it was trained to reject: its held-out negatives and
-    the rehearsal queries of every older expert, removed ones included.
+    the rehearsal queries of every older expert, removed ones included. Near
+    misses are left out: their labels are a heuristic's, and one that is a
+    query of the task after all would raise the threshold above its own kind.
     """
     template = manifest.prompt.template
     rec = manifest.experts[index]
     held = read_jsonl(store.root / rec.path / "heldout.jsonl")
     positives = [format_prompt(r["input"], r.get("instruction"), template) for r in held if r["kind"] == "pos"]
-    negatives = [format_prompt(r["input"], r.get("instruction"), template) for r in held if r["kind"] == "neg"]
+    negatives = [format_prompt(r["input"], r.get("instruction"), template) for r in held
+                 if r["kind"] == "neg" and r.get("origin") != NEAR_MISS]
     files = [store.root / older.path / "rehearsal.jsonl" for older in manifest.experts[:index]]
     files += [store.root / r["rehearsal"] for r in manifest.retired if r.get("created", "") <= rec.created]
     for file in files:
@@ -125,9 +128,9 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
                      margin_odds: float = RoutingConfig.margin_odds, zero_shot: bool = False) -> dict:
     """One expert (the active adapter) on its held-out examples.
 
-    Loss; share of positives accepted and of negatives rejected (argmax);
-    exact match of its answers; ``heldout_score``, their mean, which early
-    stopping maximises. With ``target_frr``: the acceptance threshold
+    Loss; share of positives accepted and of negatives rejected (argmax),
+    near misses apart; exact match of its answers; ``heldout_score``, their
+    mean, which early stopping maximises. With ``target_frr``: the acceptance threshold
     (:func:`auto_threshold`) and the rates under it. With
     ``zero_shot``: the base model's own exact match on the same positives
     (adapters off), the bar an expert must clear.
@@ -143,7 +146,8 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
     texts = [format_prompt(ex.input, ex.instruction, prompt.template) for ex in examples]
     p_pos, accept = active_adapter_scores(model, prompt, texts, indicator.pos_id, batch_size=batch_size)
     pos = [k for k, ex in enumerate(examples) if ex.kind == "pos"]
-    neg = [k for k, ex in enumerate(examples) if ex.kind == "neg"]
+    neg = [k for k, ex in enumerate(examples) if ex.kind == "neg" and ex.origin != NEAR_MISS]
+    near = [k for k, ex in enumerate(examples) if ex.kind == "neg" and ex.origin == NEAR_MISS]
     out: dict = {"heldout_loss": round(loss_sum / max(1, tok_count), 5), "heldout_examples": len(examples)}
     figures = []
     if pos:
@@ -159,6 +163,9 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
     if neg:
         out["heldout_reject_rate"] = round(sum(not accept[k] for k in neg) / len(neg), 4)
         figures.append(out["heldout_reject_rate"])
+    if near:  # in the score that early stopping maximises, so training goes on while they are being learned
+        out["heldout_near_miss_reject_rate"] = round(sum(not accept[k] for k in near) / len(near), 4)
+        figures.append(out["heldout_near_miss_reject_rate"])
     out["heldout_score"] = round(sum(figures) / len(figures), 4) if figures else 0.0
     if target_frr is not None and pos:
         threshold = auto_threshold([p_pos[k] for k in pos], [p_pos[k] for k in neg], target_frr, margin_odds)
