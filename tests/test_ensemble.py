@@ -13,7 +13,10 @@ from see.lifecycle import add_expert, init_ensemble
 from see.errors import DataError, StoreError
 from see.store import EnsembleStore
 
-TRAIN = TINY_TRAIN + ["train.epochs=12"]
+# Near misses (default 0.5) cost this randomly initialised two-layer model answer accuracy (5 of 12 sentiment
+# answers right instead of 6 or more); what this module tests is storing, routing and serving. Near misses are
+# tested in test_reconstruction.py and test_training.py and measured in benchmarks/user-tasks.
+TRAIN = TINY_TRAIN + ["train.epochs=12", "reconstruction.near_miss_ratio=0"]
 
 
 def _queries(family, n=24, split="test"):
