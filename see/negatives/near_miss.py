@@ -80,13 +80,15 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
     task_vocab = {w for q in queries for w in _words(q)}
     fillers = sorted({w for q in general for w in _words(q)} - task_vocab)
     fillers = [w for w in fillers if len(w) > 2]  # "a", "of": a swap to a function word rarely makes a request
-    # per query, (field, start, end, weight) of each key-word occurrence; the weight favours the words most
-    # queries share: a word shared by a few of a templated task's sentences ("summer" in "we spent a week in oslo
-    # last summer") may be content rather than request, and a swap there keeps a query of the task
+    # per query, (field, start, end) of each key-word occurrence, each as likely as the others: favouring the
+    # words most queries share (weight share or share squared) left "which letter comes after w?" to the
+    # last-letter expert 34% or 52% of the time, against none (the user-task suite's two chore tasks, one seed);
+    # the price is more swaps of content that a templated task repeats ("summer" in "we spent a week in oslo
+    # last summer"), which stay queries of the task
     # When every query has an instruction, the instruction is what says what to do and the input is content
     # (a review to judge, a headline to classify): only the instruction is changed.
     fields = (0,) if all(q[0] for q in queries) else (0, 1)
-    spots = [[(f, m.start(), m.end(), keys[m.group().lower()] ** 2) for f in fields if q[f]
+    spots = [[(f, m.start(), m.end()) for f in fields if q[f]
               for m in WORD.finditer(q[f]) if m.group().lower() in keys] for q in queries]
     with_keys = [i for i, s in enumerate(spots) if s]
     if not fillers or not with_keys:
@@ -99,7 +101,7 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
         if len(out) >= count:
             break
         i = rng.choice(with_keys)
-        f, start, end, _ = rng.choices(spots[i], weights=[w for *_, w in spots[i]])[0]
+        f, start, end = rng.choice(spots[i])
         fields = list(queries[i])
         text = fields[f]
         fields[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
