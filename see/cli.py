@@ -413,8 +413,8 @@ def serve(dir: Dir,
 def demo(dir: Annotated[Optional[Path], Arg("where to build the ensemble (default: a temp folder)")] = None,
          quick: Annotated[bool, Arg("fewer examples and steps (a smoke test)")] = False,
          seed: Annotated[int, Arg("seed")] = 0,
-         no_general_negatives: Annotated[bool, Arg("train experts without the general-negatives pool (to measure "
-                                                   "what it buys)")] = False) -> int:
+         no_general_negatives: Annotated[bool, Arg("train experts without the general-negatives pool, and so "
+                                                   "without near misses (to measure what they buy)")] = False) -> int:
     """Build an ensemble on the embedded base, add 4 experts one by one, and print what it learned."""
     from see.demo import run_demo
 

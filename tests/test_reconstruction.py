@@ -105,6 +105,8 @@ def test_near_misses_swap_one_key_word_for_a_word_the_task_never_uses():
         assert matches, text
         new = {w.lower() for w in words} - task_words
         assert len(new) == 1 and new <= pool_words
+        swapped = [a for a, b in zip(WORD.findall(matches[0][1]), words) if a != b]
+        assert [w.lower() for w in swapped] in (["vowels"], ["count"], ["number"]), (swapped, text)
     assert near_miss_negatives(queries, POOL, 20, seed=0) == out  # seeded
     assert near_miss_negatives(queries, POOL, 20, seed=1) != out
 
@@ -126,3 +128,20 @@ def test_near_misses_are_a_share_of_positives_in_the_reconstruction():
     assert counts == {"count_vowels": 30, "general": 6, "near-miss": 15}
     assert all(e.kind == "neg" and e.answer is None for e in out if e.origin == "near-miss")
     assert "near-miss" not in count_by_origin(reconstruct_task(task, None, POOL, general_negative_ratio=0.2))
+
+
+def test_with_an_instruction_apart_only_the_instruction_changes_and_case_is_kept():
+    from see.negatives.near_miss import near_miss_negatives
+
+    queries = [("Count the vowels.", f"{w} {w}") for w in ("Vowels", "COUNT", "tunnel", "badger")]
+    out = near_miss_negatives(queries, POOL, 6, seed=0)
+    assert len(out) == 6
+    assert all((inst, text) not in queries and text in {q[1] for q in queries} for inst, text in out)
+    # the inputs (which repeat the key words here) are never touched; a swapped "Count" keeps its capital
+    for inst, _ in out:
+        first, middle, last = inst.split()
+        assert middle == "the" and (first, last) != ("Count", "vowels.")
+        if first != "Count":
+            assert last == "vowels." and first[0].isupper() and first[1:].islower(), inst
+        else:
+            assert last.endswith(".") and last[0].islower(), inst

@@ -320,7 +320,7 @@ def _with_new_defaults(old: dict) -> dict:
 
     old = {k: dict(v) if isinstance(v, dict) else v for k, v in old.items()}
     for (section, key), value in _BEFORE_ADDED.items():
-        if isinstance(old.get(section), dict) and key not in old[section]:
+        if isinstance(old.setdefault(section, {}), dict) and key not in old[section]:
             old[section][key] = value
     try:
         return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(BenchConfig), old), resolve=True)

@@ -12,11 +12,15 @@ A near miss keeps everything of a task query but one *key word*, which is
 replaced by a word the task never uses: "How many vowels are in tunnel?"
 becomes "How many harbours are in tunnel?". The expert learns that the words
 saying *what to do* decide, not the shape of the query. Key words are those
-that many of the task's queries share and the general pool seldom uses; the
-words that vary from query to query (the word to reverse, the city to find)
-are never touched, so a near miss never turns into another query of the task.
-When the data gives an instruction apart from the input, only the instruction
-is changed. A task with no such shared words (bare texts to classify) gets none.
+that a share of the task's queries share (5%) and the general pool seldom
+uses; the words that vary from query to query (the word to reverse, the city
+to find) are never touched. Words that a templated dataset repeats in its
+content ("summer" in "we spent a week in oslo last summer", "please" in
+tickets) pass the same test, and a swap there leaves a query of the task
+labelled as a negative: that is why near misses stay out of the quality gate
+and the threshold (see :mod:`see.routing.calibration`). When the data gives an
+instruction apart from the input, only the instruction is changed. A task with
+no shared words (bare texts to classify) gets none.
 """
 from __future__ import annotations
 
@@ -102,10 +106,10 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
             break
         i = rng.choice(with_keys)
         f, start, end = rng.choice(spots[i])
-        fields = list(queries[i])
-        text = fields[f]
-        fields[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
-        made = (fields[0], fields[1])
+        parts = list(queries[i])
+        text = parts[f]
+        parts[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
+        made = (parts[0], parts[1])
         key = (made[0] or "", made[1])
         if key in own or key in seen:
             continue
