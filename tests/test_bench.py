@@ -224,7 +224,7 @@ def test_bench_config_errors(tmp_path, tiny_llama):
 
 
 @pytest.mark.parametrize("name", ["embedded", "superni-cpu", "superni-15", "cl-standard",
-                                  "cl-standard-order2"])
+                                  "cl-standard-order2", "user-tasks/parity"])
 def test_shipped_configs_load(name):
     from conftest import REPO
 
@@ -355,3 +355,37 @@ def test_a_seed_still_running_is_left_out_of_the_averages():
     data = aggregate(cfg, cells, [])["methods"]["seq-lora"]
     assert data["seeds_counted"] == [0, 1]
     assert data["summary"]["FWT"]["mean"] == pytest.approx(0.2)
+
+
+def test_a_task_with_its_own_test_file(tmp_path):
+    """Users keep a train file and a test file: the test examples come from ``test_source``, all of them kept
+    in order across seeds, the training examples only from ``source``; a run saved before the key existed
+    still reads as the same run."""
+    from omegaconf import OmegaConf
+
+    from see.bench.runner import _check_same_run
+    from see.bench.tasks import stream_task
+
+    train = tmp_path / "t.train.jsonl"
+    train.write_text("".join(json.dumps({"q": f"train {k}", "a": str(k)}) + "\n" for k in range(10)))
+    test = tmp_path / "t.test.csv"
+    test.write_text("q,a\n" + "".join(f"test {k},{k}\n" for k in range(4)))
+    cfg_file = tmp_path / "b.yaml"
+    cfg_file.write_text(f"stream:\n  - {{name: t, source: {train}, test_source: {test}, input_field: q, "
+                        "output_field: a}\nbudget: {train_examples: 6, test_examples: 4}\n")
+    cfg = load_bench_config(cfg_file)
+    task = stream_task(cfg.stream[0], cfg.budget, seed=1)
+    assert len(task.train) == 6 and {ex.input for ex in task.train.examples} <= {f"train {k}" for k in range(10)}
+    assert sorted(ex.input for ex in task.test.examples) == [f"test {k}" for k in range(4)]
+    assert stream_task(cfg.stream[0], cfg.budget, seed=2).test.examples == task.test.examples
+
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    one_file = tmp_path / "one-file.yaml"
+    one_file.write_text(cfg_file.read_text().replace(f", test_source: {test}", ""))
+    old = OmegaConf.to_container(load_bench_config(one_file), resolve=True)
+    assert old["stream"][0].pop("test_source") is None
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    _check_same_run(load_bench_config(one_file), out)
+    with pytest.raises(ConfigError, match="different config.*stream"):
+        _check_same_run(cfg, out)

@@ -29,6 +29,9 @@ class BenchTask:
     train_split: str = "train"
     #: When equal to train_split, that split is divided with a fixed seed (train and test stay disjoint).
     test_split: str = "test"
+    #: A separate file (or folder) holding the test examples, read like ``source`` with ``test_split``: for
+    #: tasks written as one train file and one test file, the way users keep them.
+    test_source: Optional[str] = None
 
 
 @dataclass

@@ -19,14 +19,14 @@ class StreamTask:
     note: str | None = None
 
 
-def _load(spec: Any, split: str, n: int, seed: int, purpose: str) -> Task:
+def _load(spec: Any, split: str, n: int, seed: int, purpose: str, source: str | None = None) -> Task:
     if spec.source.startswith(EMBEDDED_PREFIX):
         from see.embedded.families import make_task
 
         family = spec.source[len(EMBEDDED_PREFIX):]
         # the generator's train and test streams are independent, so each split is its own draw
         return make_task(family, n, seed=seed, split=split)
-    return load_task(spec.source, name=spec.name, format=spec.format, input_field=spec.input_field,
+    return load_task(source or spec.source, name=spec.name, format=spec.format, input_field=spec.input_field,
                      output_field=spec.output_field if purpose != "negatives" else None,
                      instruction=spec.instruction, split=split)
 
@@ -42,6 +42,9 @@ def stream_task(spec: Any, budget: Any, seed: int) -> StreamTask:
     if spec.source.startswith(EMBEDDED_PREFIX):
         train = _load(spec, "train", n_train, seed, "stream")
         test = _load(spec, "test", n_test, seed, "stream")
+    elif getattr(spec, "test_source", None):
+        train = _sample(_load(spec, spec.train_split, 0, seed, "stream"), n_train, seed)
+        test = _sample(_load(spec, spec.test_split, 0, seed, "stream", source=spec.test_source), n_test, 0)
     elif spec.train_split == spec.test_split:
         full = _load(spec, spec.train_split, 0, seed, "stream")
         idx = list(range(len(full)))
