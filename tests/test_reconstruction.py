@@ -111,6 +111,21 @@ def test_near_misses_swap_one_key_word_for_a_word_the_task_never_uses():
     assert near_miss_negatives(queries, POOL, 20, seed=1) != out
 
 
+def test_a_word_with_combining_marks_is_swapped_whole():
+    """Decomposed accents and Devanagari vowel signs are marks, not letters: the key word is the whole word."""
+    import unicodedata
+
+    from see.negatives.near_miss import WORD, key_words, near_miss_negatives
+
+    cafe = unicodedata.normalize("NFD", "café")
+    assert WORD.findall(f"un {cafe} noir") == ["un", cafe, "noir"]
+    assert WORD.findall("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    queries = [(None, f"{cafe} number {k}") for k in range(20)]
+    assert cafe in key_words(queries, POOL)
+    for _, text in near_miss_negatives(queries, POOL, 10, seed=0):
+        assert "\u0301" not in text or text.startswith(cafe), text  # never a stray accent on a swapped word
+
+
 def test_a_task_without_shared_words_or_without_a_pool_gets_no_near_misses():
     from see.negatives.near_miss import near_miss_negatives
 

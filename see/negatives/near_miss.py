@@ -25,14 +25,17 @@ no shared words (bare texts to classify) gets none.
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from typing import Sequence
 
+import regex
+
 Query = tuple[str | None, str]  # (instruction, input)
 
-#: letters only: numbers and punctuation are what varies between a task's queries, not what names the task
-WORD = re.compile(r"[^\W\d_]+")
+#: letters only: numbers and punctuation are what varies between a task's queries, not what names the task.
+#: Combining marks belong to their letter ("cafe" + U+0301, Devanagari vowel signs): Python's ``re`` counts
+#: them as non-word characters, which would cut such a word in two and swap only half of it.
+WORD = regex.compile(r"\p{L}[\p{L}\p{M}]*")
 
 #: a key word is in at least this share of the task's queries ...
 MIN_TASK_SHARE = 0.05
