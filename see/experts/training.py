@@ -387,6 +387,35 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
             yield batches[b]
 
 
+class NegativeCappedBatches:
+    """Batches of one epoch: every positive, and a fresh random subset of the negatives at most ``share`` of it.
+
+    Why: under a fixed step budget every negative drawn is a positive not drawn. A first expert with general
+    negatives and near misses trains on 1.5 negatives a positive, so it saw its 270 positives 24 times in
+    1,000 steps where the task's own LoRA saw them 53 times, and answered reverse_word 34% where that LoRA
+    answered 52% (51% with 2.5x the steps: ``benchmarks/user-tasks/results/parity``). A negative is one
+    token to learn and needs fewer passes. The subset depends only on the generator, which the training loop
+    seeds per epoch, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, negative: Sequence[bool], batch_size: int, generator: torch.Generator, share: float):
+        self.positives = [k for k, neg in enumerate(negative) if not neg]
+        self.negatives = [k for k, neg in enumerate(negative) if neg]
+        self.batch_size, self.generator = batch_size, generator
+        cap = math.floor(share / (1 - share) * len(self.positives)) if self.positives else len(self.negatives)
+        self.per_epoch = min(len(self.negatives), max(1 if self.negatives else 0, cap))
+
+    def __len__(self) -> int:
+        return math.ceil((len(self.positives) + self.per_epoch) / self.batch_size)
+
+    def __iter__(self):
+        chosen = torch.randperm(len(self.negatives), generator=self.generator)[:self.per_epoch].tolist()
+        pool = self.positives + [self.negatives[k] for k in chosen]
+        order = [pool[k] for k in torch.randperm(len(pool), generator=self.generator).tolist()]
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
 def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     """What a checkpoint must share with the run that resumes it: the adapter's shape and the schedule."""
     keys = ("batch_size", "grad_accum", "lr", "seed", "max_length")
@@ -395,6 +424,8 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     sig.update({f"train.{k}": _plain(getattr(train, k, None)) for k in keys})
     if getattr(train, "group_by_length", False):  # absent when off, so checkpoints from before it still resume
         sig["train.group_by_length"] = True
+    if getattr(train, "negative_share", None) is not None:  # likewise
+        sig["train.negative_share"] = float(train.negative_share)
     sig["training examples"] = n_examples
     return sig
 
@@ -435,7 +466,8 @@ def load_checkpoint(path: Path) -> dict | None:
 def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *, lora: Any, train: Any,
                token_ids: Sequence[int] = (), kind: str = "lora", checkpoint_dir: Path | None = None,
                resume: bool = False, progress: bool = True, accelerator=None, log: Callable[[str], None] = print,
-               peft_model=None, where: str | None = None, evaluate: Callable[[Any], dict] | None = None):
+               peft_model=None, where: str | None = None, evaluate: Callable[[Any], dict] | None = None,
+               negative: Sequence[bool] | None = None):
     """Wrap ``model`` with a fresh LoRA and train it on encoded (prompt, target) examples.
 
     Returns ``(peft_model, TrainResult)``. ``token_ids`` are embedding rows that
@@ -444,7 +476,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     instead of adding a new one. ``evaluate(model)`` returns held-out figures
     with a ``score``: it runs every ``train.eval_every`` steps, training stops
     after ``train.patience`` evaluations without improvement, and the best
-    weights are kept.
+    weights are kept. ``negative`` marks the examples that are negatives, for ``train.negative_share``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -469,7 +501,16 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
-    if getattr(train, "group_by_length", False):
+    share = getattr(train, "negative_share", None)
+    if share is not None and negative is not None and any(negative):
+        if getattr(train, "group_by_length", False):
+            raise ConfigError("train.negative_share and train.group_by_length cannot be combined yet",
+                              field="train.negative_share", hint="leave one of them unset")
+        if len(negative) != len(encoded):
+            raise ValueError("one negative flag per encoded example")
+        batches = NegativeCappedBatches(negative, int(train.batch_size), generator, float(share))
+        loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, generator=generator, collate_fn=pad)
+    elif getattr(train, "group_by_length", False):
         batches = LengthGroupedBatches([len(e.input_ids) for e in encoded], int(train.batch_size), generator)
         # the generator also seeds the loader's own iterator: without it each new iterator draws from the
         # global RNG, which also drives dropout, and a resumed run's dropout masks would shift
@@ -607,6 +648,7 @@ def train_expert(model, prompt: PromptFormat, indicator: Indicator, train_exampl
     """
     encoded, n_truncated = encode_examples(model, prompt, train_examples, indicator, train, where)
     peft_model, result = train_lora(model, prompt, encoded, lora=lora, train=train, token_ids=indicator.ids,
-                                    kind=kind, where=where, **kwargs)
+                                    kind=kind, where=where, negative=[ex.kind == "neg" for ex in train_examples],
+                                    **kwargs)
     result.metrics["truncated"] = n_truncated
     return peft_model, result
