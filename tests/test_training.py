@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from see.config import load_config
+from see.errors import ConfigError
 from see.embedded.families import make_task
 from see.experts.reconstruction import reconstruct_task
 from see.experts.training import IGNORE, encode_example, lora_config, rows_only_trainable_tokens, set_train_mode, \
@@ -132,10 +133,11 @@ def test_lora_config_lists_untied_output_rows(tiny_models):
     assert lora_config(load_config().lora, model, [pos, neg]).trainable_token_indices == [pos, neg]
 
 
-@pytest.mark.parametrize("group_by_length", [False, True])
-def test_training_is_seeded(tiny_llama, group_by_length):
-    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8", f"train.group_by_length={group_by_length}"])
-    examples = reconstruct_task(make_task("topic", 32), None)
+@pytest.mark.parametrize("sampling", [[], ["train.group_by_length=true"], ["train.negative_share=0.2"]])
+def test_training_is_seeded(tiny_llama, sampling):
+    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8", *sampling])
+    general = [(None, f"an unrelated request number {k}") for k in range(40)]
+    examples = reconstruct_task(make_task("topic", 32), None, general, general_negative_ratio=1.0)
     losses = []
     for _ in range(2):
         model, tok, pos, neg = _setup(tiny_llama)
@@ -235,6 +237,44 @@ def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
     assert sorted(i for b in batches for i in b) == list(range(11))
     assert sorted(len(b) for b in batches) == [1, 2, 2, 2, 2, 2]
     assert list(LengthGroupedBatches(lengths, 2, torch.Generator().manual_seed(1), group=2)) == batches  # seeded
+
+
+def test_negative_capped_batches_keep_every_positive_and_draw_fresh_negatives_each_epoch():
+    from see.experts.training import NegativeCappedBatches
+
+    negative = [False] * 30 + [True] * 45
+    seen_negatives: set[int] = set()
+    epochs = []
+    for epoch in range(8):
+        sampler = NegativeCappedBatches(negative, 16, torch.Generator().manual_seed(epoch), share=0.2)
+        order = [i for batch in sampler for i in batch]
+        assert len(list(sampler)) == len(sampler) == 3  # (30 + 7) / 16, rounded up
+        assert len(order) == len(set(order)) == 37
+        assert sorted(i for i in order if not negative[i]) == list(range(30))  # every positive, once
+        drawn = {i for i in order if negative[i]}
+        assert len(drawn) == 7  # floor(0.2 / 0.8 * 30): a fifth of the epoch
+        seen_negatives |= drawn
+        epochs.append(order)
+    assert len(seen_negatives) > 30 and len({tuple(e) for e in epochs}) == 8  # fresh subsets, not one fixed set
+    assert [i for b in NegativeCappedBatches(negative, 16, torch.Generator().manual_seed(3), 0.2) for i in b] \
+        == epochs[3]  # seeded
+    # fewer negatives than the share allows: all kept; negatives alone (no positives): all kept
+    assert len([i for b in NegativeCappedBatches([False] * 30 + [True] * 2, 16, torch.Generator(), 0.2)
+                for i in b]) == 32
+    assert len(NegativeCappedBatches([True] * 5, 2, torch.Generator(), 0.2)) == 3
+
+
+def test_negative_share_is_checked(tiny_llama):
+    for bad in ("0", "1", "1.5"):
+        with pytest.raises(ConfigError, match="negative_share"):
+            load_config(None, [f"train.negative_share={bad}"])
+    cfg = load_config(None, ["train.max_steps=2", "train.negative_share=0.5", "train.group_by_length=true"])
+    general = [(None, f"an unrelated request number {k}") for k in range(10)]
+    model, tok, pos, neg = _setup(tiny_llama)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        train_expert(model, *_prompt(model, tok, pos, neg),
+                     reconstruct_task(make_task("topic", 8), None, general, general_negative_ratio=1.0),
+                     lora=cfg.lora, train=cfg.train, progress=False)
 
 
 def test_length_grouping_cuts_padding_on_mixed_lengths():
