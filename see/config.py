@@ -125,10 +125,11 @@ class TrainConfig:
                                            "batches, then sorted by length inside each group), as the Hugging "
                                            "Face Trainer's `group_by_length`: a step pays for its padding, and "
                                            "random batches of cl-standard's amazon reviews are 39% padding)")
-    negative_share: Optional[float] = setting(None, "at most this share of each epoch's examples are negatives: "
-                                                    "each epoch draws a fresh subset of them, so every negative is "
-                                                    "still seen, and the task's positives get more of the step "
-                                                    "budget; none: every example once an epoch",
+    negative_share: Optional[float] = setting(None, "at most this share of each epoch's examples are negatives "
+                                                    "(each epoch takes the next of them in one seeded order, so all "
+                                                    "are seen over the epochs), so that under the `auto` step floor "
+                                                    "the task's positives get more of the steps; none: every "
+                                                    "example once an epoch",
                                               low=0, high=1, low_open=True, high_open=True)
     overlength: str = setting("truncate", "a longer example is `truncate`d at the start of its prompt, with a "
                                           "warning, or `reject`ed", choices=OVERLENGTH)

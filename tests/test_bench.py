@@ -379,6 +379,13 @@ def test_a_task_with_its_own_test_file(tmp_path):
     assert sorted(ex.input for ex in task.test.examples) == [f"test {k}" for k in range(4)]
     assert stream_task(cfg.stream[0], cfg.budget, seed=2).test.examples == task.test.examples
 
+    for bad in (f"ood:\n  - {{name: o, source: {train}, test_source: {test}}}\n",
+                f"  - {{name: e, source: 'embedded:topic', test_source: {test}}}\n"):
+        wrong = tmp_path / "wrong.yaml"
+        wrong.write_text(cfg_file.read_text().replace("budget:", bad + "budget:"))  # an OOD set; a second stream task
+        with pytest.raises(ConfigError, match="test_source is for stream tasks"):
+            load_bench_config(wrong)
+
     out = tmp_path / "out"
     (out / "cells").mkdir(parents=True)
     one_file = tmp_path / "one-file.yaml"

@@ -135,7 +135,8 @@ def test_lora_config_lists_untied_output_rows(tiny_models):
 
 @pytest.mark.parametrize("sampling", [[], ["train.group_by_length=true"], ["train.negative_share=0.2"]])
 def test_training_is_seeded(tiny_llama, sampling):
-    cfg = load_config(None, ["train.max_steps=5", "train.batch_size=8", *sampling])
+    # 12 steps: past the first epoch (5 or 6 batches), so the per-epoch reseeding is part of what must repeat
+    cfg = load_config(None, ["train.max_steps=12", "train.batch_size=8", *sampling])
     general = [(None, f"an unrelated request number {k}") for k in range(40)]
     examples = reconstruct_task(make_task("topic", 32), None, general, general_negative_ratio=1.0)
     losses = []
@@ -239,25 +240,31 @@ def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
     assert list(LengthGroupedBatches(lengths, 2, torch.Generator().manual_seed(1), group=2)) == batches  # seeded
 
 
-def test_negative_capped_batches_keep_every_positive_and_draw_fresh_negatives_each_epoch():
+def test_negative_capped_batches_keep_every_positive_and_walk_the_negatives():
     from see.experts.training import NegativeCappedBatches
 
     negative = [False] * 30 + [True] * 45
-    seen_negatives: set[int] = set()
+    sampler = NegativeCappedBatches(negative, 16, torch.Generator(), share=0.2, seed=0)
+    assert sampler.per_epoch == 7  # floor(0.2 / 0.8 * 30): a fifth of the epoch
+    seen: list[int] = []
     epochs = []
-    for epoch in range(8):
-        sampler = NegativeCappedBatches(negative, 16, torch.Generator().manual_seed(epoch), share=0.2)
+    for epoch in range(7):  # ceil(45 / 7) epochs see every negative
+        sampler.generator.manual_seed(epoch)
+        sampler.set_epoch(epoch)
         order = [i for batch in sampler for i in batch]
         assert len(list(sampler)) == len(sampler) == 3  # (30 + 7) / 16, rounded up
         assert len(order) == len(set(order)) == 37
         assert sorted(i for i in order if not negative[i]) == list(range(30))  # every positive, once
-        drawn = {i for i in order if negative[i]}
-        assert len(drawn) == 7  # floor(0.2 / 0.8 * 30): a fifth of the epoch
-        seen_negatives |= drawn
+        drawn = [i for i in order if negative[i]]
+        assert len(drawn) == 7
+        seen += drawn
         epochs.append(order)
-    assert len(seen_negatives) > 30 and len({tuple(e) for e in epochs}) == 8  # fresh subsets, not one fixed set
-    assert [i for b in NegativeCappedBatches(negative, 16, torch.Generator().manual_seed(3), 0.2) for i in b] \
-        == epochs[3]  # seeded
+    assert set(seen) == set(range(30, 75))  # all 45 negatives within 7 epochs
+    again = NegativeCappedBatches(negative, 16, torch.Generator().manual_seed(3), 0.2, seed=0)
+    again.set_epoch(3)
+    assert [i for b in again for i in b] == epochs[3]  # a resumed run sees the same epoch
+    # float error at an exact boundary does not lose a negative: 0.45 / 0.55 * 33 = 27
+    assert NegativeCappedBatches([False] * 33 + [True] * 40, 8, torch.Generator(), 0.45).per_epoch == 27
     # fewer negatives than the share allows: all kept; negatives alone (no positives): all kept
     assert len([i for b in NegativeCappedBatches([False] * 30 + [True] * 2, 16, torch.Generator(), 0.2)
                 for i in b]) == 32

@@ -106,6 +106,10 @@ def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] =
             if task.source == "?" or task.name == "?":
                 raise ConfigError("every task needs a name and a source", file=where,
                                   line=key_lines.get(f"{group}[{k}]"), field=f"{group}[{k}]")
+            if task.test_source and (group != "stream" or task.source.startswith("embedded:")):
+                raise ConfigError("test_source is for stream tasks read from files (OOD and negative sets have "
+                                  "no test split; embedded families draw their own)", file=where,
+                                  line=key_lines.get(f"{group}[{k}].test_source"), field=f"{group}[{k}].test_source")
     names = [t.name for t in cfg.stream]
     if len(set(names)) != len(names):
         raise ConfigError("stream task names must be unique", file=where, field="stream")

@@ -388,29 +388,43 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
 
 
 class NegativeCappedBatches:
-    """Batches of one epoch: every positive, and a fresh random subset of the negatives at most ``share`` of it.
+    """Batches of one epoch: every positive, and the next window of the negatives, at most ``share`` of it.
 
     Why: under a fixed step budget every negative drawn is a positive not drawn. A first expert with general
     negatives and near misses trains on 1.5 negatives a positive, so it saw its 270 positives 24 times in
     1,000 steps where the task's own LoRA saw them 53 times, and answered reverse_word 34% where that LoRA
-    answered 52% (51% with 2.5x the steps: ``benchmarks/user-tasks/results/parity``). A negative is one
-    token to learn and needs fewer passes. The subset depends only on the generator, which the training loop
-    seeds per epoch, so a resumed run sees the same batches.
+    answered 52% (51% with 2.5x the steps: ``benchmarks/user-tasks/results/parity-variants``). A negative is
+    one token to learn and needs fewer passes. The negatives are walked in one seeded order, a window per
+    epoch (``set_epoch``), so each is seen once every ``ceil(negatives / per_epoch)`` epochs; the batch order
+    depends only on the generator, which the training loop seeds per epoch, so a resumed run sees the same
+    batches. An epoch with any negatives keeps at least one, so a tiny task still sees them.
     """
 
-    def __init__(self, negative: Sequence[bool], batch_size: int, generator: torch.Generator, share: float):
+    def __init__(self, negative: Sequence[bool], batch_size: int, generator: torch.Generator, share: float,
+                 seed: int = 0):
         self.positives = [k for k, neg in enumerate(negative) if not neg]
-        self.negatives = [k for k, neg in enumerate(negative) if neg]
-        self.batch_size, self.generator = batch_size, generator
-        cap = math.floor(share / (1 - share) * len(self.positives)) if self.positives else len(self.negatives)
-        self.per_epoch = min(len(self.negatives), max(1 if self.negatives else 0, cap))
+        negatives = [k for k, neg in enumerate(negative) if neg]
+        order = torch.randperm(len(negatives), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.negatives = [negatives[k] for k in order]
+        self.batch_size, self.generator, self.epoch = batch_size, generator, 0
+        # the small epsilon keeps float error from losing one negative at an exact boundary (0.45 of 33 + 27)
+        cap = math.floor(share * len(self.positives) / (1 - share) + 1e-9) if self.positives else len(negatives)
+        self.per_epoch = min(len(negatives), max(1 if negatives else 0, cap))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil((len(self.positives) + self.per_epoch) / self.batch_size)
 
+    def window(self) -> list[int]:
+        """This epoch's negatives: the next ``per_epoch`` of the seeded order, wrapping around."""
+        n = len(self.negatives)
+        start = (self.epoch * self.per_epoch) % n if n else 0
+        return [self.negatives[(start + k) % n] for k in range(self.per_epoch)]
+
     def __iter__(self):
-        chosen = torch.randperm(len(self.negatives), generator=self.generator)[:self.per_epoch].tolist()
-        pool = self.positives + [self.negatives[k] for k in chosen]
+        pool = self.positives + self.window()
         order = [pool[k] for k in torch.randperm(len(pool), generator=self.generator).tolist()]
         for start in range(0, len(order), self.batch_size):
             yield order[start:start + self.batch_size]
@@ -492,6 +506,9 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     base_dropout = bool(getattr(train, "base_dropout", False))
     if not encoded:
         raise DataError("no training examples", file=where)
+    if getattr(train, "negative_share", None) is not None and getattr(train, "group_by_length", False):
+        raise ConfigError("train.negative_share and train.group_by_length cannot be combined yet",
+                          field="train.negative_share", hint="leave one of them unset")
     tokenizer = prompt.tokenizer
     if peft_model is None:
         invocation = prompt.invocation_ids() if kind == "alora" else None
@@ -502,13 +519,12 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     generator = torch.Generator().manual_seed(int(train.seed))
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
     share = getattr(train, "negative_share", None)
+    capped = None
     if share is not None and negative is not None and any(negative):
-        if getattr(train, "group_by_length", False):
-            raise ConfigError("train.negative_share and train.group_by_length cannot be combined yet",
-                              field="train.negative_share", hint="leave one of them unset")
         if len(negative) != len(encoded):
             raise ValueError("one negative flag per encoded example")
-        batches = NegativeCappedBatches(negative, int(train.batch_size), generator, float(share))
+        batches = capped = NegativeCappedBatches(negative, int(train.batch_size), generator, float(share),
+                                                 seed=int(train.seed))
         loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, generator=generator, collate_fn=pad)
     elif getattr(train, "group_by_length", False):
         batches = LengthGroupedBatches([len(e.input_ids) for e in encoded], int(train.batch_size), generator)
@@ -574,6 +590,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         generator.manual_seed(int(train.seed) + epoch)
+        if capped is not None:
+            capped.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
