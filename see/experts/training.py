@@ -525,9 +525,11 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             raise ValueError("one negative flag per encoded example")
         batches = capped = NegativeCappedBatches(negative, int(train.batch_size), generator, float(share),
                                                  seed=int(train.seed))
-        loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, generator=generator, collate_fn=pad)
     elif getattr(train, "group_by_length", False):
         batches = LengthGroupedBatches([len(e.input_ids) for e in encoded], int(train.batch_size), generator)
+    else:
+        batches = None
+    if batches is not None:
         # the generator also seeds the loader's own iterator: without it each new iterator draws from the
         # global RNG, which also drives dropout, and a resumed run's dropout masks would shift
         loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, generator=generator, collate_fn=pad)
