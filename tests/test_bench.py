@@ -260,6 +260,14 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     saved.write_text(old.replace("  near_miss_ratio: 0.5\n", ""))
     without = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["reconstruction.near_miss_ratio=0"])
     run_bench(without, tmp_path / "out", log=lambda m: None, progress=False)
+    # likewise the negative share, `auto` since: a run from before it capped nothing
+    assert "negative_share: auto" in old
+    saved.write_text(old.replace("  negative_share: auto\n", ""))
+    with pytest.raises(ConfigError, match="different config.*train"):
+        run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
+    saved.write_text(old.replace("  negative_share: auto\n", ""))
+    uncapped = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["train.negative_share=none"])
+    run_bench(uncapped, tmp_path / "out", log=lambda m: None, progress=False)
 
 
 def _budget_search():

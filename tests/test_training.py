@@ -271,8 +271,26 @@ def test_negative_capped_batches_keep_every_positive_and_walk_the_negatives():
     assert len(NegativeCappedBatches([True] * 5, 2, torch.Generator(), 0.2)) == 3
 
 
+@pytest.mark.parametrize("overrides,share", [
+    ([], 0.2),                                                   # auto under the auto budget
+    (["train.epochs=3"], None),                                  # auto with explicit epochs: every example
+    (["train.max_steps=50"], None),                              # ... or an explicit step count
+    (["train.group_by_length=true"], None),                      # auto gives way to asked-for length grouping
+    (["train.negative_share=none"], None),                       # the README's spelling of null
+    (["train.negative_share=null"], None),
+    (["train.negative_share=0.4", "train.epochs=3"], 0.4),       # a number applies under any budget
+    (["train.negative_share=auto", "train.min_steps=10"], 0.2),
+])
+def test_negative_share_resolves(overrides, share):
+    from see.experts.training import negative_share, run_signature
+
+    cfg = load_config(None, overrides)
+    assert negative_share(cfg.train) == share
+    assert run_signature(cfg.lora, cfg.train, 10).get("train.negative_share") == share
+
+
 def test_negative_share_is_checked(tiny_llama):
-    for bad in ("0", "1", "1.5"):
+    for bad in ("0", "1", "1.5", "some"):
         with pytest.raises(ConfigError, match="negative_share"):
             load_config(None, [f"train.negative_share={bad}"])
     cfg = load_config(None, ["train.max_steps=2", "train.negative_share=0.5", "train.group_by_length=true"])

@@ -306,6 +306,16 @@ def _routing_section(results: dict) -> list[str]:
     return lines
 
 
+def _negative_share_note(cfg: dict) -> str:
+    """SEE's cap on negatives an epoch, as its experts trained (`auto` resolved the way training resolves it)."""
+    from omegaconf import OmegaConf
+
+    from see.experts.training import negative_share
+
+    share = negative_share(OmegaConf.create(cfg["train"]))
+    return f" SEE's experts: at most {share:.0%} negatives an epoch." if share is not None else ""
+
+
 def write_report(results: dict, out: Path) -> None:
     cfg = results["config"]
     if results.get("report_only"):
@@ -326,7 +336,7 @@ def write_report(results: dict, out: Path) -> None:
              f"targets {cfg['lora']['target_modules']}; {cfg['train']['epochs']} epochs"
              + (f" (max {cfg['train']['max_steps']} steps)" if cfg['train']['max_steps'] else "")
              + f", batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}. Rehearsal/replay buffer "
-             f"{cfg['reconstruction']['rehearsal_size']} queries per task.",
+             f"{cfg['reconstruction']['rehearsal_size']} queries per task." + _negative_share_note(cfg),
              f"- Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.", ""]
     status = results.get("cell_status")
     if status:

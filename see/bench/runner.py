@@ -307,7 +307,7 @@ def _write_folder_config(cfg: Any, out: Path) -> None:
 
 #: Keys the schema gained whose default does something runs before them did not: a config written before the
 #: key existed did what this value does (section, key) -> value.
-_BEFORE_ADDED = {("reconstruction", "near_miss_ratio"): 0.0}
+_BEFORE_ADDED = {("reconstruction", "near_miss_ratio"): 0.0, ("train", "negative_share"): None}
 
 
 def _with_new_defaults(old: dict) -> dict:

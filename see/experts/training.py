@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from see.config import AUTO_NEGATIVE_SHARE
 from see.engine.decode import positions, takes_position_ids
 from see.errors import ConfigError, DataError, TrainingError
 from see.experts.reconstruction import TrainingExample
@@ -280,6 +281,17 @@ def step_budget(train: Any, updates_per_epoch: int) -> int:
     return min(int(train.max_auto_steps), max(int(train.min_steps), 3 * updates_per_epoch))
 
 
+def negative_share(train: Any) -> float | None:
+    """The share of an epoch's examples that may be negatives: ``train.negative_share``, with `auto` resolved
+    (:data:`see.config.AUTO_NEGATIVE_SHARE` under the auto budget unless the user asked to group by length,
+    else none); None: no cap."""
+    share = getattr(train, "negative_share", None)
+    if share == "auto":
+        auto_budget = train.epochs == "auto" and not train.max_steps
+        return AUTO_NEGATIVE_SHARE if auto_budget and not getattr(train, "group_by_length", False) else None
+    return None if share is None else float(share)
+
+
 def early_stopping_patience(train: Any) -> int | None:
     """Evaluations without improvement before stopping: ``train.patience``, else 3 under the auto budget;
     None: an explicit budget (``epochs``/``max_steps``) trains to its end and keeps its last weights."""
@@ -438,8 +450,8 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     sig.update({f"train.{k}": _plain(getattr(train, k, None)) for k in keys})
     if getattr(train, "group_by_length", False):  # absent when off, so checkpoints from before it still resume
         sig["train.group_by_length"] = True
-    if getattr(train, "negative_share", None) is not None:  # likewise
-        sig["train.negative_share"] = float(train.negative_share)
+    if negative_share(train) is not None:  # likewise
+        sig["train.negative_share"] = negative_share(train)
     sig["training examples"] = n_examples
     return sig
 
@@ -506,9 +518,10 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     base_dropout = bool(getattr(train, "base_dropout", False))
     if not encoded:
         raise DataError("no training examples", file=where)
-    if getattr(train, "negative_share", None) is not None and getattr(train, "group_by_length", False):
+    share = negative_share(train)
+    if share is not None and getattr(train, "group_by_length", False):
         raise ConfigError("train.negative_share and train.group_by_length cannot be combined yet",
-                          field="train.negative_share", hint="leave one of them unset")
+                          field="train.negative_share", hint="set train.negative_share=auto or none")
     tokenizer = prompt.tokenizer
     if peft_model is None:
         invocation = prompt.invocation_ids() if kind == "alora" else None
@@ -518,7 +531,6 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
-    share = getattr(train, "negative_share", None)
     capped = None
     if share is not None and negative is not None and any(negative):
         if len(negative) != len(encoded):
