@@ -450,8 +450,9 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     sig.update({f"train.{k}": _plain(getattr(train, k, None)) for k in keys})
     if getattr(train, "group_by_length", False):  # absent when off, so checkpoints from before it still resume
         sig["train.group_by_length"] = True
-    if negative_share(train) is not None:  # likewise
-        sig["train.negative_share"] = negative_share(train)
+    share = negative_share(train)
+    if share is not None:  # likewise
+        sig["train.negative_share"] = share
     sig["training examples"] = n_examples
     return sig
 
