@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--examples", type=int, required=True, help="training examples (of the bench's)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may follow the options
 
     cfg = load_bench_config(args.config, args.overrides)
     tasks = _stream(cfg, args.seed, [])

@@ -270,11 +270,12 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     run_bench(uncapped, tmp_path / "out", log=lambda m: None, progress=False)
 
 
-def _budget_search():
+def _benchmark_script(name: str):
+    """A script of ``benchmarks/`` (not a package) as a module."""
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "budget_search.py"
-    spec = importlib.util.spec_from_file_location("budget_search", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -290,7 +291,26 @@ def _budget_search():
     ("rouge_l", 0.25, 0.2, 0.40),         # ... unless the generation rule asks more (0.35 < 0.40)
 ])
 def test_budget_search_learned_rule(metric, majority, zero_shot, needed):
-    assert _budget_search().learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
+    assert _benchmark_script("budget_search").learns_threshold(metric, majority, zero_shot) == pytest.approx(needed)
+
+
+def test_heldout_share_trains_the_oracle_on_a_subset_and_scores_the_bench_test_set(tmp_path, tiny_llama):
+    """The oracle's training on 16 of a task's 24 bench examples: the record says so, its steps follow the
+    config's budget (max_steps 3), it is scored on the bench's 6 test queries, and a second run appends."""
+    module = _benchmark_script("heldout_share")
+    cfg = _config(tmp_path, tiny_llama, ("oracle",))
+    out = tmp_path / "hs"
+    record = module.main([str(cfg), "--task", "sentiment", "--examples", "16", "--out", str(out)])
+    assert (record["examples"], record["steps"], record["test_examples"]) == (16, 3, 6)
+    assert 0 <= record["score"] <= 100 and record["metric"] == "exact_match"
+    module.main([str(cfg), "--task", "topic", "--examples", "24", "--out", str(out), "train.max_steps=2"])
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["task"], r["examples"], r["steps"], r["metric"]) for r in lines] == [
+        ("sentiment", 16, 3, "exact_match"), ("topic", 24, 2, "rouge_l")]
+    with pytest.raises(SystemExit):
+        module.main([str(cfg), "--task", "yahoo", "--examples", "16", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        module.main([str(cfg), "--task", "topic", "--examples", "25", "--out", str(out)])
 
 
 def test_status_estimates_rows_from_the_slowest_seed_of_a_method(tmp_path, tiny_llama):
