@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> dict:
     from see.bench.config import load_bench_config
-    from see.bench.methods import Context, SingleModelMethod
-    from see.bench.runner import _cell_value, _queries, _stream
+    from see.bench.methods import Answer, Context, Method
+    from see.bench.runner import _cell_value, _git_commit, _queries, _stream
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config")
@@ -48,14 +47,15 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     model, result = ctx.train_plain(ctx.examples(subset))
     model.eval()
-    method = SingleModelMethod(ctx)
-    method.model = model
-    method.prepare = lambda i: None  # the model above is the only one
-    cell = _cell_value(method.answer(0, names.index(args.task), _queries(task.test)), task.test, task.metric)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    class SubsetLora(Method):
+        name = "subset-lora"  # its folder under work/
+
+    texts = SubsetLora(ctx)._gen(model, ctx.prompts(_queries(task.test)))  # the bench's greedy answers
+    cell = _cell_value([Answer(t) for t in texts], task.test, task.metric)
     record = {"config": args.config, "task": args.task, "seed": args.seed, "examples": len(subset.examples),
               "steps": result.steps, "metric": task.metric, "score": round(100 * cell["score"], 2),
-              "test_examples": cell["n"], "seconds": round(time.time() - start, 1), "commit": commit,
+              "test_examples": cell["n"], "seconds": round(time.time() - start, 1), "commit": _git_commit(),
               "overrides": args.overrides}
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "results.jsonl", "a") as f:
