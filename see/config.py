@@ -130,6 +130,10 @@ class TrainConfig:
                                            "batches, then sorted by length inside each group), as the Hugging "
                                            "Face Trainer's `group_by_length`: a step pays for its padding, and "
                                            "random batches of cl-standard's amazon reviews are 39% padding)")
+    split_padded_batches: bool = setting(True, "on one CPU process, run each batch as sub-batches of similar "
+                                               "length: the same examples and the same gradient, less padding "
+                                               "(one long negative among short queries pads a whole batch to its "
+                                               "length); off elsewhere, where it is not measured")
     negative_share: Any = setting("auto", "at most this share of each epoch's examples are negatives (each epoch "
                                           "takes the next of them in one seeded order, so all are seen over the "
                                           "epochs), so that the task's positives get more of a fixed step budget; "

@@ -316,6 +316,52 @@ def test_length_grouping_cuts_padding_on_mixed_lengths():
     assert grouped_cost < 0.75 * random_cost
 
 
+@pytest.mark.parametrize("lengths,call_cost,chunks", [
+    ([10, 10, 10, 10], 128, [[0, 1, 2, 3]]),  # nothing to drop
+    ([60, 70, 80, 64], 128, [[0, 3, 1, 2]]),  # 128 + 4 x 80 = 448; [60, 64] + [70, 80] = 544
+    # one passage among short queries: 128 + 256 + 128 + 7 x 20 = 652 against 128 + 8 x 256 = 2,176
+    ([20, 256, 18, 20, 15, 20, 20, 19], 128, [[4, 2, 7, 0, 3, 5, 6], [1]]),
+    ([20, 256, 18, 20, 15, 20, 20, 19], 10_000, [[4, 2, 7, 0, 3, 5, 6, 1]]),  # a call dearer than any padding
+    # two groups and one apart: 3 x 10 + 3 x 100 + 1 x 250 + 3 x 50 beats any coarser split at cost 50
+    ([100, 10, 250, 100, 10, 10, 100], 50, [[1, 4, 5], [0, 3, 6], [2]]),
+])
+def test_length_chunks_split_a_batch_where_the_padding_saved_pays_for_the_call(lengths, call_cost, chunks):
+    from see.experts.training import length_chunks
+
+    assert length_chunks(lengths, call_cost) == chunks
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sub_batches_of_similar_length_give_the_whole_batch_loss_and_gradient(tiny_models, arch):
+    """What makes splitting safe to do always: the step is the same one, only cheaper."""
+    from peft import get_peft_model
+
+    from see.experts.training import EncodedExample, collate, length_chunks, target_loss_backward
+
+    model, tok, pos, neg = _setup(tiny_models(arch))
+    cfg = load_config(None, ["lora.r=4", "lora.dropout=0.0"])
+    peft_model = get_peft_model(model, lora_config(cfg.lora, model, [pos, neg]))
+    peft_model.eval()  # no dropout: both runs see the same network
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n, answer in [(150, 3), (12, 1), (14, 2), (9, 1), (20, 4), (11, 1), (13, 1), (10, 2)]:
+        ids = torch.randint(5, 100, (n,), generator=g).tolist()
+        rows.append(EncodedExample(ids, [IGNORE] * (n - answer) + ids[n - answer:]))
+    assert len(length_chunks([len(r.input_ids) for r in rows])) > 1
+    batch = collate(rows, tok.pad_token_id)
+    results = []
+    for split in (False, True):
+        peft_model.zero_grad()
+        loss = target_loss_backward(peft_model, batch, lambda x: x.backward(), split=split)
+        grads = {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+        results.append((loss, grads))
+    (loss, grads), (split_loss, split_grads) = results
+    assert torch.allclose(loss, split_loss, atol=1e-5)
+    assert grads.keys() == split_grads.keys() and any(g.abs().sum() > 0 for g in grads.values())
+    for name in grads:
+        assert torch.allclose(grads[name], split_grads[name], atol=1e-6, rtol=1e-4), name
+
+
 def test_near_misses_are_reported_apart_from_the_negatives_the_gate_and_threshold_use(tiny_llama, monkeypatch):
     """A near miss that the expert accepts (a heuristic label that may be wrong) neither lowers the reject rate
     the quality gate reads nor moves the threshold; it is reported on its own and counts in the score."""

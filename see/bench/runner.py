@@ -306,7 +306,8 @@ def _write_folder_config(cfg: Any, out: Path) -> None:
 
 
 #: Keys the schema gained whose default does something runs before them did not: a config written before the
-#: key existed did what this value does (section, key) -> value.
+#: key existed did what this value does (section, key) -> value. (``train.split_padded_batches`` is not one:
+#: it trains on the same batches with the same gradient, so cells from before it are the same method's.)
 _BEFORE_ADDED = {("reconstruction", "near_miss_ratio"): 0.0, ("train", "negative_share"): None}
 
 
