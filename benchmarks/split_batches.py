@@ -33,7 +33,7 @@ from see.jsonio import strict_json  # noqa: E402
 ARMS = {"whole batches": "false", "sub-batches": "true"}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> dict:
     from see.lifecycle import add_expert, init_ensemble
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +43,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("overrides", nargs="*", help="key=value benchmark-config overrides")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = load_bench_config(args.config, args.overrides)
     spec = next((s for s in cfg.stream if s.name == args.task), None)
     if spec is None:
@@ -75,7 +75,8 @@ def main() -> int:
     load = max(load, os.getloadavg()[0])
     median = {arm: statistics.median(v) for arm, v in per_step.items()}
     ratio = median["whole batches"] / median["sub-batches"]
-    results = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "versions": _versions(),
+    command = [sys.argv[0]] + (sys.argv[1:] if argv is None else argv)
+    results = {"command": "python " + " ".join(shlex.quote(a) for a in command), "versions": _versions(),
                "task": args.task, "training_examples": examples, "general_negatives": len(negatives),
                "batch_size": int(cfg.train.batch_size), "max_length": int(cfg.train.max_length),
                "steps": args.steps, "rounds": args.rounds, "seconds_per_step": per_step, "median": median,
@@ -96,8 +97,8 @@ def main() -> int:
                "with the same gradient.", ""]
     (args.out / "report.md").write_text("\n".join(report))
     print("\n".join(report))
-    return 0
+    return results
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -313,6 +313,24 @@ def test_heldout_share_trains_the_oracle_on_a_subset_and_scores_the_bench_test_s
         module.main([str(cfg), "--task", "topic", "--examples", "25", "--out", str(out)])
 
 
+def test_split_batches_times_the_first_expert_with_and_without_sub_batches(tmp_path, tiny_llama):
+    """Both arms add the stream's first expert as the bench does (its negatives included) for --steps steps,
+    alternating; the report and record give each run's seconds per step and the ratio of the medians."""
+    module = _benchmark_script("split_batches")
+    out = tmp_path / "speed"
+    results = module.main([str(_config(tmp_path, tiny_llama)), "--task", "sentiment", "--steps", "2", "--rounds", "1",
+                           "--out", str(out)])
+    assert results["steps"] == 2 and results["general_negatives"] > 0
+    assert results["training_examples"] > 24  # the task's own examples and negatives
+    runs = results["seconds_per_step"]
+    assert set(runs) == {"whole batches", "sub-batches"} and all(len(v) == 1 and v[0] > 0 for v in runs.values())
+    assert results["ratio"] == pytest.approx(runs["whole batches"][0] / runs["sub-batches"][0])
+    assert json.loads((out / "results.json").read_text())["ratio"] == pytest.approx(results["ratio"])
+    assert f"**{results['ratio']:.2f}x**" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        module.main([str(_config(tmp_path, tiny_llama)), "--task", "yahoo", "--out", str(out)])
+
+
 def test_status_estimates_rows_from_the_slowest_seed_of_a_method(tmp_path, tiny_llama):
     """Seed 0's SEE cells were recomputed from saved experts (1 s each: no training); seed 1's first row
     trained (its first cell 10 s, its second 1 s). Seed 1's untouched row 1 (3 cells) is estimated at
