@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"Produced by `{results['command']}` at git `{results['versions']['git']}` "
               f"(torch {results['versions'].get('torch')}); 1-minute load average up to {load:.1f} on "
               f"{os.cpu_count()} cores.", "",
-              f"The first expert: {examples} training examples (the task's, and {len(negatives)} general "
-              f"negatives to draw from), batch {results['batch_size']}, max_length {results['max_length']}, "
+              f"The first expert: {examples} training examples (the task's and its negatives; general negatives "
+              + (f"drawn from the config's {len(negatives)}" if negatives else "from the pool `see` ships, the config "
+                 "naming none") + f"), batch {results['batch_size']}, max_length {results['max_length']}, "
               f"{args.steps} steps per run, {args.rounds} runs per arm, alternating.", "",
               "| batches | median s/step | runs (s/step) |", "|---|---|---|"]
     for arm in ARMS:
