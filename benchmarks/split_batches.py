@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{arm}: {per_step[arm][-1]:.3f} s/step", flush=True)
     load = max(load, os.getloadavg()[0])
     median = {arm: statistics.median(v) for arm, v in per_step.items()}
+    if not all(median.values()):
+        raise SystemExit(f"a run's training took no measurable time ({median}); raise --steps")
     ratio = median["whole batches"] / median["sub-batches"]
     command = [sys.argv[0]] + (sys.argv[1:] if argv is None else argv)
     results = {"command": "python " + " ".join(shlex.quote(a) for a in command), "versions": _versions(),

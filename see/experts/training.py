@@ -716,7 +716,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     peft_model = accelerator.unwrap_model(peft_model)
     peft_model.eval()
     metrics = {"train_loss": round(float(sum(losses[-10:]) / max(1, len(losses[-10:]))), 5),
-               "steps": step, "step_budget": total, "examples": len(encoded), "seconds": round(time.time() - start, 1),
+               "steps": step, "step_budget": total, "examples": len(encoded), "seconds": round(time.time() - start, 3),
                "processes": accelerator.num_processes}
     if stopping is not None and stopping.history:
         stopping.restore_best(peft_model)
