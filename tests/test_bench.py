@@ -313,6 +313,31 @@ def test_heldout_share_trains_the_oracle_on_a_subset_and_scores_the_bench_test_s
         module.main([str(cfg), "--task", "topic", "--examples", "25", "--out", str(out)])
 
 
+def test_compare_cells_pairs_one_task_across_runs_by_query(tmp_path):
+    """Hand-computed: the reference answers queries 1-3 of 4 right (75%), the arm queries 1-2 (50%); per-query
+    differences 0, 0, -1, 0 have mean -0.25 and sample std 0.5, so the 95% half-width is 1.96 * 0.5 / 2."""
+    module = _benchmark_script("compare_cells")
+
+    def cell(folder, method, seed, row, scores):
+        path = tmp_path / folder / "cells" / method / f"seed{seed}" / f"r{row}_{row}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"score": sum(scores) / len(scores), "scores": scores, "commit": "abc1234"}))
+
+    cell("bench", "oracle", 0, 2, [1.0, 1.0, 1.0, 0.0])
+    cell("ablation", "see", 0, 0, [1.0, 1.0, 0.0, 0.0])
+    table = module.main(["--seeds", "0", "1", "--reference", "oracle",
+                         "--arm", f"oracle={tmp_path / 'bench'}:oracle:2",
+                         "--arm", f"arm={tmp_path / 'ablation'}:see:0", "--out", str(tmp_path / "t.md")])
+    rows = table.splitlines()
+    assert rows[2].split(" | ")[1:4] == ["75.0", "–", "75.0 ± 0.0"]
+    assert rows[3].split(" | ")[1:5] == ["50.0", "–", "50.0 ± 0.0", f"seed 0: -25.0 ± {100 * 1.96 * 0.5 / 2:.1f}"]
+    assert (tmp_path / "t.md").read_text() == table
+    with pytest.raises(SystemExit):  # the reference must be one of the arms
+        module.main(["--seeds", "0", "--reference", "nope", "--arm", f"arm={tmp_path / 'ablation'}:see:0"])
+    with pytest.raises(SystemExit):  # LABEL=FOLDER:METHOD:ROW
+        module.main(["--seeds", "0", "--reference", "arm", "--arm", "arm=folder-only"])
+
+
 def test_split_batches_times_the_first_expert_with_and_without_sub_batches(tmp_path, tiny_llama):
     """Both arms add the stream's first expert as the bench does (its negatives included) for --steps steps,
     alternating; the report and record give each run's seconds per step and the ratio of the medians."""
