@@ -15,17 +15,17 @@ test set's difficulty cancels). Each arm is ``LABEL=FOLDER:METHOD:ROW`` and read
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
 def read_cell(folder: Path, method: str, seed: int, row: int) -> dict | None:
-    path = folder / "cells" / method / f"seed{seed}" / f"r{row}_{row}.json"
-    if not path.is_file():
-        return None
-    cell = json.loads(path.read_text())
-    if "scores" not in cell:
-        raise SystemExit(f"{path}: the cell stored no per-query scores, so it cannot be paired")
+    from see.bench.runner import Cells
+
+    cells = Cells(folder)  # the bench's own cell layout, not a copy of it
+    cell = cells.get(method, seed, row, row)
+    if cell is not None and "scores" not in cell:
+        raise SystemExit(f"{cells.path(method, seed, row, row)}: the cell stored no per-query scores, "
+                         "so it cannot be paired")
     return cell
 
 
