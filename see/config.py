@@ -178,7 +178,8 @@ class ReconstructionConfig:
     near_miss_ratio: float = setting(0.5, "near misses as a share of positives: the task's own queries with one key "
                                           "word swapped for a word it never uses, so that the expert rejects "
                                           "look-alike requests (see `see/negatives/near_miss.py`); 0 disables them, "
-                                          "and so does having no general negatives (their words replace the key word)",
+                                          "and so does having no general negatives (their words replace the key "
+                                          "word); a task with one instruction for every query gets none",
                                      low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 

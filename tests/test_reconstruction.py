@@ -148,15 +148,32 @@ def test_near_misses_are_a_share_of_positives_in_the_reconstruction():
 def test_with_an_instruction_apart_only_the_instruction_changes_and_case_is_kept():
     from see.negatives.near_miss import near_miss_negatives
 
-    queries = [("Count the vowels.", f"{w} {w}") for w in ("Vowels", "COUNT", "tunnel", "badger")]
+    queries = [(f"{verb} the vowels.", f"{w} {w}") for verb in ("Count", "Tally")
+               for w in ("Vowels", "COUNT", "tunnel", "badger")]
     out = near_miss_negatives(queries, POOL, 6, seed=0)
     assert len(out) == 6
     assert all((inst, text) not in queries and text in {q[1] for q in queries} for inst, text in out)
     # the inputs (which repeat the key words here) are never touched; a swapped "Count" keeps its capital
     for inst, _ in out:
         first, middle, last = inst.split()
-        assert middle == "the" and (first, last) != ("Count", "vowels.")
-        if first != "Count":
+        assert middle == "the" and inst not in {q[0] for q in queries}
+        if first not in ("Count", "Tally"):
             assert last == "vowels." and first[0].isupper() and first[1:].islower(), inst
         else:
             assert last.endswith(".") and last[0].islower(), inst
+
+
+def test_a_task_with_one_instruction_for_every_query_gets_no_near_misses():
+    """Its look-alikes are other tasks' instructions (general and rehearsal negatives); on superni-cpu's sst2
+    such near misses cost 9-10 points of exact match (benchmarks/results/negatives-ablation)."""
+    from see.negatives.near_miss import near_miss_negatives
+
+    one = [("Count the vowels.", w) for w in ("tunnel", "badger", "planet", "walnut")]
+    assert near_miss_negatives(one, POOL, 6, seed=0) == []
+    task = Task("count_vowels", [Example(q[1], ("2",)) for q in one], "Count the vowels.")
+    with_pool = reconstruct_task(task, None, POOL, general_negative_ratio=0.5, near_miss_ratio=0.5, seed=0)
+    without = reconstruct_task(task, None, POOL, general_negative_ratio=0.5, near_miss_ratio=0.0, seed=0)
+    assert with_pool == without  # the same examples in the same order as with near misses turned off
+    # instructions that differ between queries still get them, as do tasks with no instruction apart
+    two = one + [("Tally the vowels.", w) for w in ("marble", "zipper")]
+    assert len(near_miss_negatives(two, POOL, 6, seed=0)) == 6
