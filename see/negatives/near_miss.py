@@ -22,14 +22,17 @@ and the threshold (see :mod:`see.routing.calibration`). When the data gives an
 instruction apart from the input, only the instruction is changed. A task with
 no shared words (bare texts to classify) gets none.
 
-A task whose every query carries one and the same instruction (`--instruction`,
-a SuperNI task's definition, an embedded family's) gets none either. Its look-alikes are other
-tasks' instructions, which differ in more than one word and which general and
-rehearsal negatives already are; a near miss there is its own instruction with a
-word changed beside an input its positives carry, a query nobody sends. Measured
-on superni-cpu's sst2 expert (seeds 0 and 1, `benchmarks/results/negatives-ablation`):
-such near misses cost 9 and 10 points of exact match against general negatives
-alone, which matched the oracle LoRA.
+An instruction given apart from the input has one in three of its key-word
+occurrences swapped (at least one). A long instruction (a SuperNI definition:
+22 to 57 occurrences) with one word changed still asks for the same thing, so
+such a "negative" was mostly the task itself labelled `<<neg>>` beside the very
+inputs its positives carry: on superni-cpu's sst2 expert those cost 9 and 10
+points of exact match against general negatives alone (seeds 0 and 1,
+`benchmarks/results/negatives-ablation`). Dropping near misses for instructed
+tasks instead let 30% of "which number is larger?" queries into the embedded
+benchmark's successor expert (seed 1; OOD to the fallback 88.6% over three
+seeds against 100%): an embedded family's instruction (3 to 9 occurrences) keeps
+one to three swaps.
 """
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ MIN_TASK_SHARE = 0.05
 #: ... and this many times more often than in the general pool (words every query uses, "the", "in", "how",
 #: are not what names a task, and swapping them makes a garbled query of the task rather than another task)
 MIN_CONTRAST = 10.0
+#: an instruction given apart from the input gets one of its key-word occurrences in this many swapped (at
+#: least one): see the module's docstring
+INSTRUCTION_SWAP_EVERY = 3
 
 
 def _words(query: Query) -> set[str]:
@@ -83,7 +89,10 @@ def _match_case(word: str, like: str) -> str:
 
 def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], count: int, seed: int = 0
                         ) -> list[Query]:
-    """Up to ``count`` distinct queries of the task with one key word replaced by a word of ``general``.
+    """Up to ``count`` distinct queries of the task with key words replaced by words of ``general``.
+
+    One key word per query; in an instruction given apart from the input, one occurrence in
+    :data:`INSTRUCTION_SWAP_EVERY` (at least one).
 
     Replacement words come from the general pool's vocabulary minus every word
     the task uses, so a replacement is never one of the task's own (a synonym
@@ -92,8 +101,6 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
     """
     if count <= 0 or not queries or not general:
         return []
-    if len({q[0] for q in queries}) == 1 and queries[0][0]:
-        return []  # one instruction for every query: see the module's docstring
     keys = key_words(queries, general)
     task_vocab = {w for q in queries for w in _words(q)}
     fillers = sorted({w for q in general for w in _words(q)} - task_vocab)
@@ -104,8 +111,10 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
     # the price is more swaps of content that a templated task repeats ("summer" in "we spent a week in oslo
     # last summer"), which stay queries of the task
     # When every query has an instruction, the instruction is what says what to do and the input is content
-    # (a review to judge, a headline to classify): only the instruction is changed.
-    fields = (0,) if all(q[0] for q in queries) else (0, 1)
+    # (a review to judge, a headline to classify): only the instruction is changed, one in INSTRUCTION_SWAP_EVERY
+    # of its key words (see the module's docstring).
+    in_instruction = all(q[0] for q in queries)
+    fields = (0,) if in_instruction else (0, 1)
     spots = [[(f, m.start(), m.end()) for f in fields if q[f]
               for m in WORD.finditer(q[f]) if m.group().lower() in keys] for q in queries]
     with_keys = [i for i, s in enumerate(spots) if s]
@@ -119,10 +128,14 @@ def near_miss_negatives(queries: Sequence[Query], general: Sequence[Query], coun
         if len(out) >= count:
             break
         i = rng.choice(with_keys)
-        f, start, end = rng.choice(spots[i])
+        chosen = [rng.choice(spots[i])]
+        swaps = len(spots[i]) // INSTRUCTION_SWAP_EVERY if in_instruction else 1
+        if swaps > 1:
+            chosen += rng.sample([s for s in spots[i] if s != chosen[0]], swaps - 1)
         parts = list(queries[i])
-        text = parts[f]
-        parts[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
+        for f, start, end in sorted(chosen, key=lambda s: s[1], reverse=True):  # from the right: offsets hold
+            text = parts[f]
+            parts[f] = text[:start] + _match_case(rng.choice(fillers), text[start:end]) + text[end:]
         made = (parts[0], parts[1])
         key = (made[0] or "", made[1])
         if key in own or key in seen:
