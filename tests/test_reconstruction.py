@@ -163,17 +163,27 @@ def test_with_an_instruction_apart_only_the_instruction_changes_and_case_is_kept
             assert last.endswith(".") and last[0].islower(), inst
 
 
-def test_a_task_with_one_instruction_for_every_query_gets_no_near_misses():
-    """Its look-alikes are other tasks' instructions (general and rehearsal negatives); on superni-cpu's sst2
-    such near misses cost 9-10 points of exact match (benchmarks/results/negatives-ablation)."""
-    from see.negatives.near_miss import near_miss_negatives
+def test_a_long_instruction_has_one_in_three_of_its_key_words_swapped():
+    """One word changed in a SuperNI-length definition still asks for the same thing; on superni-cpu's sst2 such
+    near misses cost 9-10 points of exact match (benchmarks/results/negatives-ablation)."""
+    from see.negatives.near_miss import INSTRUCTION_SWAP_EVERY, WORD, key_words, near_miss_negatives
 
-    one = [("Count the vowels.", w) for w in ("tunnel", "badger", "planet", "walnut")]
-    assert near_miss_negatives(one, POOL, 6, seed=0) == []
-    task = Task("count_vowels", [Example(q[1], ("2",)) for q in one], "Count the vowels.")
-    with_pool = reconstruct_task(task, None, POOL, general_negative_ratio=0.5, near_miss_ratio=0.5, seed=0)
-    without = reconstruct_task(task, None, POOL, general_negative_ratio=0.5, near_miss_ratio=0.0, seed=0)
-    assert with_pool == without  # the same examples in the same order as with near misses turned off
-    # instructions that differ between queries still get them, as do tasks with no instruction apart
-    two = one + [("Tally the vowels.", w) for w in ("marble", "zipper")]
-    assert len(near_miss_negatives(two, POOL, 6, seed=0)) == 6
+    assert INSTRUCTION_SWAP_EVERY == 3
+    long = "Classify the movie review sentence as positive sentiment or negative sentiment, answering POS or NEG."
+    inputs = ("tunnel vision", "badger story", "planet drama", "walnut comedy", "marble thriller")
+    queries = [(long, text) for text in inputs]
+    keys = key_words(queries, POOL)
+    occurrences = [w for w in WORD.findall(long) if w.lower() in keys]
+    assert len(occurrences) >= 9  # the pool never uses these words; "the", "or", "as" it does (or they are short)
+    out = near_miss_negatives(queries, POOL, 8, seed=0)
+    assert len(out) == 8
+    for inst, text in out:
+        assert text in inputs  # the input is content: never touched
+        changed = [(a, b) for a, b in zip(WORD.findall(long), WORD.findall(inst)) if a != b]
+        assert len(WORD.findall(inst)) == len(WORD.findall(long))
+        assert len(changed) == len(occurrences) // 3, (inst, changed)
+        assert all(a.lower() in keys for a, _ in changed)
+    # a short instruction (two key words here) keeps a single swap
+    short = [("Count the vowels.", text) for text in inputs]
+    for inst, _ in near_miss_negatives(short, POOL, 4, seed=0):
+        assert sum(a != b for a, b in zip("Count the vowels.".split(), inst.split())) == 1, inst
