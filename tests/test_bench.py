@@ -77,6 +77,15 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
     monkeypatch.setattr(methods.See, "answer", counting)
     assert see_main(["bench", str(cfg), "--no-progress"]) == 0
     assert calls == [(1, 0)]
+    assert "warning" not in capsys.readouterr().out  # the same code throughout
+    # other code resuming from the experts in work/ is told they were not trained by it
+    from see.bench import runner
+
+    monkeypatch.setattr(runner, "_git_commit", lambda: "0000000")
+    (out / "cells" / "see" / "seed0" / "r1_0.json").unlink()
+    assert see_main(["bench", str(cfg), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning:" in printed and "this code is 0000000" in printed and "not retrained" in printed
 
 
 def test_bench_status_counts_done_and_remaining_cells(tmp_path, tiny_llama, capsys, monkeypatch):

@@ -78,6 +78,7 @@ def run_bench(cfg: Any, out: Path, log: Callable[[str], None] = print, progress:
     _check_same_run(cfg, out)
     cells = Cells(out, versions["git"])
     _write_folder_config(cfg, out)
+    _note_work_commit(out / "work", versions["git"], log)
     methods = list(cfg.methods)
     T = len(cfg.stream)
     per_seed = T + sum(T * T + (1 if m in ROUTING_METHODS else 0) for m in methods)
@@ -339,6 +340,25 @@ def _versions() -> dict:
     return {"see": __version__, "git": _git_commit(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _note_work_commit(work: Path, commit: str, log: Callable[[str], None]) -> None:
+    """Warn when ``work/`` holds what other code saved: a resumed row reuses its adapters and experts as they are.
+
+    A cell records the commit that computed it, but the adapter it evaluates may have been trained before a
+    change to training: without this warning, such cells pass for the new code's.
+    """
+    stamp = work / "commits"
+    earlier = stamp.read_text().split() if stamp.exists() else []
+    others = [c for c in earlier if c != commit]
+    if others:
+        log(f"warning: {work} holds adapters and experts saved by {', '.join(others)}; this code is {commit}. "
+            f"A row that resumes from them is not retrained: delete {work} (or a method's folder in it) to "
+            "retrain with this code.")
+    if commit not in earlier:
+        work.mkdir(parents=True, exist_ok=True)
+        with stamp.open("a", encoding="utf-8") as f:
+            f.write(commit + "\n")
 
 
 def _git_commit() -> str:
