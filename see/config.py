@@ -179,7 +179,8 @@ class ReconstructionConfig:
                                           "word swapped for a word it never uses, so that the expert rejects "
                                           "look-alike requests (see `see/negatives/near_miss.py`); 0 disables them, "
                                           "and so does having no general negatives (their words replace the key "
-                                          "word); an instruction given apart from the input has one in three of its key words swapped",
+                                          "word); an instruction given apart from the input has one in three of its key "
+                                          "words swapped",
                                      low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 

@@ -29,7 +29,7 @@ such a "negative" was mostly the task itself labelled `<<neg>>` beside the very
 inputs its positives carry: on superni-cpu's sst2 expert those cost 9 and 10
 points of exact match against general negatives alone (seeds 0 and 1,
 `benchmarks/results/negatives-ablation`). Dropping near misses for instructed
-tasks instead let 30% of "which number is larger?" queries into the embedded
+tasks instead let 36 of 40 "which number is larger?" queries into the embedded
 benchmark's successor expert (seed 1; OOD to the fallback 88.6% over three
 seeds against 100%): an embedded family's instruction (3 to 9 occurrences) keeps
 one to three swaps.
@@ -54,8 +54,8 @@ MIN_TASK_SHARE = 0.05
 #: ... and this many times more often than in the general pool (words every query uses, "the", "in", "how",
 #: are not what names a task, and swapping them makes a garbled query of the task rather than another task)
 MIN_CONTRAST = 10.0
-#: an instruction given apart from the input gets one of its key-word occurrences in this many swapped (at
-#: least one): see the module's docstring
+#: in an instruction given apart from the input, one key-word occurrence in this many is swapped (at least
+#: one): see the module's docstring
 INSTRUCTION_SWAP_EVERY = 3
 
 
