@@ -8,7 +8,7 @@ test set's difficulty cancels). Each arm is ``LABEL=FOLDER:METHOD:ROW`` and read
 
     python benchmarks/compare_cells.py --seeds 0 1 --reference oracle \\
         --arm 'oracle=benchmarks/results/superni-cpu:oracle:0' \\
-        --arm 'SEE, defaults=benchmarks/results/negatives-ablation/superni-cpu-before-instruction-rule:see:0' \\
+        --arm 'SEE, before 9e59e2c=benchmarks/results/negatives-ablation/superni-cpu-before-instruction-rule:see:0' \\
         --arm 'SEE, no negatives=benchmarks/results/negatives-ablation/sst2-no-negatives:see:0' \\
         --out benchmarks/results/negatives-ablation/sst2.md
 """
