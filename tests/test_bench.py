@@ -386,6 +386,14 @@ def test_status_estimates_rows_from_the_slowest_seed_of_a_method(tmp_path, tiny_
     assert rows["see", 1]["estimate_left"] == pytest.approx(10.0 + 2 * 1.0)
     # the base has no complete row: each of its missing cells takes the mean over every timed cell ((5 + 10 + 1) / 7 s)
     assert rows["base", 0]["estimate_left"] == pytest.approx(2 * 16 / 7)
+    # a status of seed 2 alone (about to run, nothing of it timed) estimates it from the seeds the folder holds:
+    # each of its two SEE rows costs the 10 s training cell plus 1 s a further cell
+    alone = load_bench_config(_config(tmp_path, tiny_llama, ("see",)), ["seeds=[2]"])
+    st = bench_status(alone, out)
+    rows = {(r["method"], r["seed"]): r for r in st["rows"]}
+    assert set(rows) == {("base", 2), ("see", 2)} and st["done"] == 0
+    assert rows["see", 2]["estimate_left"] == pytest.approx((10.0 + 1.0) + (10.0 + 2 * 1.0))
+    assert st["estimate_left"] == pytest.approx(23.0 + 2 * 16 / 7)
 
 
 def test_a_partial_run_keeps_the_folder_config_whole(tmp_path, tiny_llama):

@@ -9,7 +9,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from omegaconf import OmegaConf
 
@@ -184,11 +184,12 @@ def report_bench(cfg: Any, out: Path, command: str = "") -> dict:
                    seconds=time.time() - start, timings={}, report_only=True)
 
 
-def expected_cells(cfg: Any) -> list[tuple]:
-    """Every cell key a complete run of ``cfg`` writes, in the order the runner computes them."""
+def expected_cells(cfg: Any, seeds: Iterable[int] | None = None) -> list[tuple]:
+    """Every cell key a complete run of ``cfg`` writes, in the order the runner computes them (for
+    ``seeds`` in place of the config's when given)."""
     T = len(cfg.stream)
     keys: list[tuple] = []
-    for seed in cfg.seeds:
+    for seed in (cfg.seeds if seeds is None else seeds):
         keys += [("base", seed, "zero", j) for j in range(T)]
         for name in cfg.methods:
             for i in (range(T - 1, T) if name == "mtl-lora" else range(T)):
@@ -208,15 +209,28 @@ def bench_status(cfg: Any, out: Path) -> dict:
     would promise a fraction of the real time), a further cell is the median over the method's complete
     rows. A method with no complete row yet takes the mean seconds a cell over every method. Cells written
     before cells carried their time count as done; the estimate then comes from the per-method timings
-    of the folder's last ``results.json``.
+    of the folder's last ``results.json``. The timings come from every seed the folder holds, not only
+    those asked about: a status of the one seed about to run must not estimate it from no timed cell.
     """
     import statistics
 
     cells = Cells(out)
     rows: dict[tuple, dict] = {}
     by_row: dict[tuple, dict] = {}
-    for key in expected_cells(cfg):
+    asked = set(cfg.seeds)
+    held = {int(p.name[4:]) for p in out.glob("cells/*/seed*") if p.name[4:].isdigit()}
+    for key in expected_cells(cfg, list(cfg.seeds) + sorted(held - asked)):
         method, seed = key[0], key[1]
+        if seed not in asked:  # another seed's cells: timings only
+            value = cells.get(*key)
+            part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": [],
+                                                             "timing_only": True})
+            part["expected"] += 1
+            if value is not None:
+                part["done"] += 1
+                if value.get("seconds") is not None:
+                    part["seconds"].append(value["seconds"])
+            continue
         row = rows.setdefault((method, seed), {"method": method, "seed": seed, "done": 0, "total": 0,
                                                "seconds": 0.0, "commits": set()})
         part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": []})
@@ -238,6 +252,8 @@ def bench_status(cfg: Any, out: Path) -> dict:
         except (OSError, ValueError):
             timings = {}
         for (method, seed, _), part in by_row.items():
+            if (method, seed) not in rows:
+                continue
             spent, row = timings.get(f"{method}/seed{seed}"), rows[method, seed]
             if spent and row["done"] == row["total"]:  # a resumed run that computed nothing took 0 s
                 part["seconds"] = [spent / row["total"]] * part["expected"]
@@ -257,6 +273,8 @@ def bench_status(cfg: Any, out: Path) -> dict:
     mean = sum(every) / len(every) if every else None
     left = 0.0
     for (method, seed, _), part in by_row.items():
+        if part.get("timing_only"):
+            continue
         row = rows[method, seed]
         missing = part["expected"] - part["done"]
         first, further = models.get(method, (mean, mean))
