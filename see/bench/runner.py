@@ -221,30 +221,23 @@ def bench_status(cfg: Any, out: Path) -> dict:
     held = {int(p.name[4:]) for p in out.glob("cells/*/seed*") if p.name[4:].isdigit()}
     for key in expected_cells(cfg, list(cfg.seeds) + sorted(held - asked)):
         method, seed = key[0], key[1]
-        if seed not in asked:  # another seed's cells: timings only
-            value = cells.get(*key)
-            part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": [],
-                                                             "timing_only": True})
-            part["expected"] += 1
-            if value is not None:
-                part["done"] += 1
-                if value.get("seconds") is not None:
-                    part["seconds"].append(value["seconds"])
-            continue
-        row = rows.setdefault((method, seed), {"method": method, "seed": seed, "done": 0, "total": 0,
-                                               "seconds": 0.0, "commits": set()})
-        part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": []})
-        row["total"] += 1
+        part = by_row.setdefault((method, seed, key[2]), {"expected": 0, "done": 0, "seconds": [],
+                                                         "timing_only": seed not in asked})
         part["expected"] += 1
+        row = None if part["timing_only"] else rows.setdefault(
+            (method, seed), {"method": method, "seed": seed, "done": 0, "total": 0, "seconds": 0.0, "commits": set()})
+        if row is not None:
+            row["total"] += 1
         value = cells.get(*key)
         if value is None:
             continue
-        row["done"] += 1
         part["done"] += 1
         if value.get("seconds") is not None:
-            row["seconds"] += value["seconds"]
             part["seconds"].append(value["seconds"])
-        row["commits"].add(value.get("commit") or "unrecorded")
+        if row is not None:
+            row["done"] += 1
+            row["seconds"] += value.get("seconds") or 0.0
+            row["commits"].add(value.get("commit") or "unrecorded")
     every = [t for part in by_row.values() for t in part["seconds"]]
     if not every:  # cells from before cells carried their time: the last report's per-method timings
         try:
@@ -252,7 +245,7 @@ def bench_status(cfg: Any, out: Path) -> dict:
         except (OSError, ValueError):
             timings = {}
         for (method, seed, _), part in by_row.items():
-            if (method, seed) not in rows:
+            if part["timing_only"]:
                 continue
             spent, row = timings.get(f"{method}/seed{seed}"), rows[method, seed]
             if spent and row["done"] == row["total"]:  # a resumed run that computed nothing took 0 s
@@ -273,7 +266,7 @@ def bench_status(cfg: Any, out: Path) -> dict:
     mean = sum(every) / len(every) if every else None
     left = 0.0
     for (method, seed, _), part in by_row.items():
-        if part.get("timing_only"):
+        if part["timing_only"]:  # another seed's cells: timings only
             continue
         row = rows[method, seed]
         missing = part["expected"] - part["done"]
