@@ -189,7 +189,7 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
         print("no experts yet")
         return 0
     print(f"{'#':>2}  {'name':<20} {'examples':>8} {'size':>9} {'steps':>6} {'loss':>7}   held-out: "
-          f"{'accept':>6} {'reject':>6} {'EM':>5} {'base EM':>7} {'threshold':>9}")
+          f"{'accept':>6} {'reject':>6} {'EM':>5} {'base EM':>7} {'majority':>8} {'threshold':>9}")
     pct = lambda v: f"{100 * v:.0f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
     for r in rows:
         m = r["metrics"]
@@ -197,7 +197,8 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
         print(f"{r['position']:>2}  {r['name']:<20} {r['examples'] or 0:>8} {r['adapter_bytes'] / 1024:>7.0f}kB "
               f"{m.get('steps', '-'):>6} {m.get('train_loss', float('nan')):>7.3f}             "
               f"{pct(m.get('heldout_accept_rate')):>6} {pct(m.get('heldout_reject_rate')):>6} "
-              f"{pct(m.get('heldout_exact_match')):>5} {pct(m.get('base_exact_match')):>7} {threshold:>9}")
+              f"{pct(m.get('heldout_exact_match')):>5} {pct(m.get('base_exact_match')):>7} "
+              f"{pct(m.get('majority_exact_match')):>8} {threshold:>9}")
     return 0
 
 

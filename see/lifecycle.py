@@ -397,6 +397,12 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
     if em is not None and base is not None and em <= base:
         problems.append(f"its held-out exact match {100 * em:.0f}% is no better than the base model's "
                         f"{100 * base:.0f}% on the same queries")
+    elif em is not None and m.get("majority_exact_match") is not None and em <= m["majority_exact_match"]:
+        # A classification's labels are often words the base never answers with (zero-shot 0%), so beating
+        # the base says nothing there: an expert that gives one label to every query beats it too.
+        problems.append(f"its held-out exact match {100 * em:.0f}% is no better than always answering "
+                        f"'{m['majority_answer']}' ({100 * m['majority_exact_match']:.0f}% of its held-out "
+                        "queries have that answer)")
     if m.get("heldout_accept_rate", 1.0) < MIN_ACCEPT:
         problems.append(f"it accepts only {100 * m['heldout_accept_rate']:.0f}% of its own held-out queries "
                         f"(want >= {100 * MIN_ACCEPT:.0f}%)")

@@ -44,6 +44,26 @@ def rouge_l(prediction: str, answers: Iterable[str]) -> float:
 SCORERS = {"exact_match": exact_match, "rouge_l": rouge_l}
 
 
+def majority_answer(answers: Sequence[str]) -> tuple[str, float] | None:
+    """The commonest answer (normalised as exact match does) and its share, when the answers form a closed set.
+
+    Closed: on average each distinct answer occurs at least twice, as the labels of a classification do.
+    There, always giving the commonest answer scores its share without reading the query, so a learner
+    must beat that share, not just the base model's zero-shot score (0% when the base does not know the
+    label words). Open answers (a reversed word, a sum) have no such bar: ``None``.
+    """
+    if not answers:
+        return None
+    counts: dict[str, int] = {}
+    for a in answers:
+        key = normalize_answer(a)
+        counts[key] = counts.get(key, 0) + 1
+    if 2 * len(counts) > len(answers):
+        return None
+    top = max(counts, key=lambda k: (counts[k], k))
+    return top, counts[top] / len(answers)
+
+
 def score_answers(answers: Sequence[str], examples: Sequence, metric: str) -> list[float]:
     """Each answer's score against its example's acceptable ``outputs``."""
     score = SCORERS[metric]

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from see.metrics import (auroc, average_performance, backward_transfer, diagonal_gap, exact_match, fallback_rate,
-                         forgetting, forward_transfer, mean_and_spread, normalize_answer, paired_difference, rouge_l,
+                         forgetting, forward_transfer, majority_answer, mean_and_spread, normalize_answer, paired_difference, rouge_l,
                          routing_accuracy, routing_confusion, tpr_at_fpr)
 
 NAN = float("nan")
@@ -63,6 +63,22 @@ def test_exact_match_normalises_and_accepts_any_answer():
     assert exact_match("Positive.", ["positive"]) == 1.0
     assert exact_match("neg", ["positive", "negative"]) == 0.0
     assert exact_match("NEGATIVE", ["positive", "negative"]) == 1.0
+
+
+@pytest.mark.parametrize("answers, expected", [
+    (["NEG", "pos", "neg.", "Neg"], ("neg", 0.75)),     # normalised as exact match: 3 of 4 say neg
+    (["a", "b", "a", "b"], ("b", 0.5)),                 # a tie goes to the larger string, whatever the order
+    (["x", "y", "x", "x", "z", "x"], ("x", 4 / 6)),     # 3 distinct in 6: each twice on average, closed
+    (["a", "b", "c", "a"], None),                       # 3 distinct in 4: open answers, no such bar
+    (["tnuoc", "mttn", "ecno", "dlof"], None),          # every answer its own (a reversed word)
+    ([], None),
+])
+def test_majority_answer_by_hand(answers, expected):
+    got = majority_answer(answers)
+    if expected is None:
+        assert got is None
+    else:
+        assert got[0] == expected[0] and got[1] == pytest.approx(expected[1])
 
 
 def test_rouge_l_takes_the_best_reference():

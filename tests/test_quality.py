@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import family_jsonl, run_see, tree_hash
 
 FAST = ["train.max_steps=6", "train.batch_size=8", "lora.r=4"]
@@ -81,3 +83,32 @@ def test_a_negatives_file_keeps_each_records_instruction(tmp_path):
     pool.write_text(json.dumps({"instruction": "Name the capital.", "input": "peru"}) + "\n"
                     + json.dumps({"input": "hello there"}) + "\n")
     assert load_queries(pool) == [("Name the capital.", "peru"), (None, "hello there")]
+
+
+@pytest.mark.parametrize("metrics, warned", [
+    # superni-cpu's seed 2 sst2 expert: every query accepted, every negative rejected, and one label for nearly
+    # every review; the base scores 0% (it never says POS or NEG), so only the majority bar catches it
+    ({"heldout_exact_match": 0.46, "base_exact_match": 0.0, "majority_answer": "neg", "majority_exact_match": 0.54,
+      "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 922},
+     "no better than always answering 'neg' (54% of its held-out queries have that answer)"),
+    ({"heldout_exact_match": 0.72, "base_exact_match": 0.0, "majority_answer": "neg", "majority_exact_match": 0.54,
+      "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 922}, None),
+    # open answers: no majority figure, the base is the bar
+    ({"heldout_exact_match": 0.44, "base_exact_match": 0.0, "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0,
+      "steps": 1000}, None),
+    ({"heldout_exact_match": 0.0, "base_exact_match": 0.0, "majority_answer": "neg", "majority_exact_match": 0.5,
+      "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 6},
+     "no better than the base model's 0% on the same queries"),
+])
+def test_the_quality_gate_names_the_bar_an_expert_did_not_clear(metrics, warned):
+    from omegaconf import OmegaConf
+
+    from see.lifecycle import _quality_gate
+
+    lines = []
+    _quality_gate("sst2", metrics, OmegaConf.create({"train": {"min_score": None}}), lines.append)
+    if warned is None:
+        assert lines == []
+    else:
+        [line] = lines
+        assert line.startswith("warning: expert 'sst2' did not learn") and warned in line, line

@@ -17,7 +17,7 @@ from see.config import RoutingConfig
 from see.engine.decode import SamplingParams, generate
 from see.experts.reconstruction import NEAR_MISS, TrainingExample
 from see.experts.training import collate, encode_example, target_loss
-from see.metrics import exact_match
+from see.metrics import exact_match, majority_answer
 from see.prompt import Indicator, PromptFormat, format_prompt
 from see.routing.rule import active_adapter_scores
 from see.store import EnsembleStore, Manifest, read_jsonl
@@ -133,7 +133,9 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
     mean, which early stopping maximises. With ``target_frr``: the acceptance threshold
     (:func:`auto_threshold`) and the rates under it. With
     ``zero_shot``: the base model's own exact match on the same positives
-    (adapters off), the bar an expert must clear.
+    (adapters off), the bar an expert must clear, and, when the answers form
+    a closed set, the share of the commonest one (:func:`see.metrics.majority_answer`),
+    a second bar.
     """
     device = next(model.parameters()).device
     encoded = [encode_example(prompt, ex, indicator, max_length)[0] for ex in examples]
@@ -160,6 +162,9 @@ def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples
             with model.disable_adapter():
                 out["base_exact_match"] = round(_answers_match(model, prompt, pos_texts, pos_answers, indicator,
                                                                batch_size, as_expert=False), 4)
+            majority = majority_answer(pos_answers)
+            if majority is not None:
+                out["majority_answer"], out["majority_exact_match"] = majority[0], round(majority[1], 4)
     if neg:
         out["heldout_reject_rate"] = round(sum(not accept[k] for k in neg) / len(neg), 4)
         figures.append(out["heldout_reject_rate"])
