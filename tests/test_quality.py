@@ -86,11 +86,11 @@ def test_a_negatives_file_keeps_each_records_instruction(tmp_path):
 
 
 @pytest.mark.parametrize("metrics, warned", [
-    # superni-cpu's seed 2 sst2 expert: every query accepted, every negative rejected, and one label for nearly
-    # every review; the base scores 0% (it never says POS or NEG), so only the majority bar catches it
-    ({"heldout_exact_match": 0.46, "base_exact_match": 0.0, "majority_answer": "neg", "majority_exact_match": 0.54,
+    # superni-cpu's seed 2 sst2 expert: every query accepted, every negative rejected, 46% answered right
+    # where 60% of its held-out reviews are positive; the base scores 0% (it never says POS or NEG), so only the majority bar catches it
+    ({"heldout_exact_match": 0.46, "base_exact_match": 0.0, "majority_answer": "pos", "majority_exact_match": 0.6,
       "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 922},
-     "no better than always answering 'neg' (54% of its held-out queries have that answer)"),
+     "no better than always answering 'pos' (60% of its held-out queries have that answer)"),
     ({"heldout_exact_match": 0.72, "base_exact_match": 0.0, "majority_answer": "neg", "majority_exact_match": 0.54,
       "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 922}, None),
     # open answers: no majority figure, the base is the bar
