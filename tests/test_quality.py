@@ -87,7 +87,8 @@ def test_a_negatives_file_keeps_each_records_instruction(tmp_path):
 
 @pytest.mark.parametrize("metrics, warned", [
     # superni-cpu's seed 2 sst2 expert: every query accepted, every negative rejected, 46% answered right
-    # where 60% of its held-out reviews are positive; the base scores 0% (it never says POS or NEG), so only the majority bar catches it
+    # where 60% of its held-out reviews are positive; the base scores 0% (it never says POS or NEG), so only
+    # the majority bar catches it
     ({"heldout_exact_match": 0.46, "base_exact_match": 0.0, "majority_answer": "pos", "majority_exact_match": 0.6,
       "heldout_accept_rate": 1.0, "heldout_reject_rate": 1.0, "steps": 922},
      "no better than always answering 'pos' (60% of its held-out queries have that answer)"),
