@@ -3,8 +3,8 @@ import math
 import pytest
 
 from see.metrics import (auroc, average_performance, backward_transfer, diagonal_gap, exact_match, fallback_rate,
-                         forgetting, forward_transfer, majority_answer, mean_and_spread, normalize_answer, paired_difference, rouge_l,
-                         routing_accuracy, routing_confusion, tpr_at_fpr)
+                         forgetting, forward_transfer, majority_answer, mean_and_spread, normalize_answer,
+                         paired_difference, rouge_l, routing_accuracy, routing_confusion, tpr_at_fpr)
 
 NAN = float("nan")
 
