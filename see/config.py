@@ -27,6 +27,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 FORMATS = ("auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf")
 OVERLENGTH = ("truncate", "reject")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+LOSS_WEIGHTINGS = ("tokens", "balanced")
 ROUTING_MODES = ("batched", "sequential")
 #: ``train.negative_share: auto`` under the ``auto`` step budget. Measured on the user-task suite (README):
 #: against every negative once an epoch, mean exact match 63.8 -> 66.6% and the worst OOD family reaching
@@ -142,6 +143,12 @@ class TrainConfig:
                                           "every example once an epoch (README, user tasks)",
                                   low=0, high=1, low_open=True, high_open=True, choices=("auto",), numbers=True,
                                   nullable=True)
+    loss_weighting: str = setting("tokens", "`tokens`: one mean over every target token (answers, stops and "
+                                            "`<<pos>>`/`<<neg>>` alike); `balanced`: the mean over answer tokens "
+                                            "plus the mean over `<<pos>>`/`<<neg>>` tokens, so that an expert's "
+                                            "answers weigh as in a plain LoRA whatever share of a batch its "
+                                            "negatives take (no effect without indicator tokens)",
+                                  choices=LOSS_WEIGHTINGS)
     overlength: str = setting("truncate", "a longer example is `truncate`d at the start of its prompt, with a "
                                           "warning, or `reject`ed", choices=OVERLENGTH)
     mixed_precision: str = setting("auto", "`auto`: bf16 on GPUs that support it, else fp32",

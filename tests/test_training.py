@@ -331,12 +331,13 @@ def test_length_chunks_split_a_batch_where_the_padding_saved_pays_for_the_call(l
     assert length_chunks(lengths, call_cost) == chunks
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_sub_batches_of_similar_length_give_the_whole_batch_loss_and_gradient(tiny_models, arch):
-    """What makes splitting safe to do always: the step is the same one, only cheaper."""
+@pytest.mark.parametrize("arch,balanced", [(arch, False) for arch in ARCHS] + [("llama", True)])
+def test_sub_batches_of_similar_length_give_the_whole_batch_loss_and_gradient(tiny_models, arch, balanced):
+    """What makes splitting safe to do always: the step is the same one, only cheaper (with
+    ``train.loss_weighting=balanced`` too, whose weights are normalised over the whole batch)."""
     from peft import get_peft_model
 
-    from see.experts.training import EncodedExample, collate, length_chunks, target_loss_backward
+    from see.experts.training import EncodedExample, balanced_weights, collate, length_chunks, target_loss_backward
 
     model, tok, pos, neg = _setup(tiny_models(arch))
     cfg = load_config(None, ["lora.r=4", "lora.dropout=0.0"])
@@ -346,9 +347,13 @@ def test_sub_batches_of_similar_length_give_the_whole_batch_loss_and_gradient(ti
     rows = []
     for n, answer in [(150, 3), (12, 1), (14, 2), (9, 1), (20, 4), (11, 1), (13, 1), (10, 2)]:
         ids = torch.randint(5, 100, (n,), generator=g).tolist()
+        if balanced:  # a positive (<<pos>> answer) or, with one target token, a negative (<<neg>>)
+            ids[n - answer] = pos if answer > 1 else neg
         rows.append(EncodedExample(ids, [IGNORE] * (n - answer) + ids[n - answer:]))
     assert len(length_chunks([len(r.input_ids) for r in rows])) > 1
     batch = collate(rows, tok.pad_token_id)
+    if balanced:
+        batch["weights"] = balanced_weights(batch["labels"], [pos, neg])
     results = []
     for split in (False, True):
         peft_model.zero_grad()
@@ -360,6 +365,54 @@ def test_sub_batches_of_similar_length_give_the_whole_batch_loss_and_gradient(ti
     assert grads.keys() == split_grads.keys() and any(g.abs().sum() > 0 for g in grads.values())
     for name in grads:
         assert torch.allclose(grads[name], split_grads[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_balanced_weights_by_hand():
+    """Two positives (<<pos>> a b </s>, <<pos>> c </s>) and two negatives (<<neg>>): seven answer and stop
+    tokens share one half of the loss, the four decision tokens the other. Under one mean over all eleven
+    tokens each answer token would weigh 1/11; here 1/5, so adding negatives leaves the answers' weight alone."""
+    from see.experts.training import balanced_weights
+
+    P, N, S = 90, 91, 2
+    labels = torch.tensor([[IGNORE, P, 10, 11, S],
+                           [IGNORE, IGNORE, P, 12, S],
+                           [IGNORE, IGNORE, IGNORE, IGNORE, N],
+                           [IGNORE, IGNORE, IGNORE, IGNORE, N]])
+    w = balanced_weights(labels, [P, N])
+    a, d = 1 / 5, 1 / 4
+    expected = torch.tensor([[0, d, a, a, a], [0, 0, d, a, a], [0, 0, 0, 0, d], [0, 0, 0, 0, d]])
+    assert torch.allclose(w, expected)
+    assert torch.isclose(w.sum(), torch.tensor(2.0))
+    # no negatives, no positives' indicator: a plain example's tokens are one mean, as in a plain LoRA
+    plain = torch.tensor([[IGNORE, 10, 11, S]])
+    assert torch.allclose(balanced_weights(plain, [P, N]), torch.tensor([[0, 1 / 3, 1 / 3, 1 / 3]]))
+
+
+@pytest.mark.parametrize("weighting", ["tokens", "balanced"])
+def test_loss_weighting_reaches_every_training_step(tiny_llama, monkeypatch, weighting):
+    """``balanced`` gives every step's batch its weights (answers and decisions a half each of the loss);
+    ``tokens`` gives none, so that step is the one-mean loss it always was."""
+    from see.experts import training
+
+    seen = []
+    real = training.target_loss_backward
+
+    def spy(model, batch, backward, **kwargs):
+        seen.append(batch.get("weights"))
+        return real(model, batch, backward, **kwargs)
+
+    monkeypatch.setattr(training, "target_loss_backward", spy)
+    cfg = load_config(None, ["train.max_steps=3", "train.batch_size=8", f"train.loss_weighting={weighting}"])
+    general = [(None, f"an unrelated request number {k}") for k in range(10)]
+    model, tok, pos, neg = _setup(tiny_llama)
+    train_expert(model, *_prompt(model, tok, pos, neg),
+                 reconstruct_task(make_task("topic", 8), None, general, general_negative_ratio=1.0),
+                 lora=cfg.lora, train=cfg.train, progress=False)
+    assert len(seen) == 3
+    if weighting == "tokens":
+        assert all(w is None for w in seen)
+    else:  # each batch mixes positives and negatives here, so both halves are there
+        assert all(w is not None and torch.isclose(w.sum(), torch.tensor(2.0)) for w in seen)
 
 
 def test_near_misses_are_reported_apart_from_the_negatives_the_gate_and_threshold_use(tiny_llama, monkeypatch):

@@ -122,9 +122,29 @@ def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     logits = model(**kwargs).logits[:, -keep:]
     targets = labels[:, -(keep - 1):] if keep > 1 else labels[:, :0]
     n = int((targets != IGNORE).sum())
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                             targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss / max(1, n), n
+    weights = batch.get("weights")
+    if weights is None:
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                                 targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        return loss / max(1, n), n
+    each = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+    kept = weights[:, -(keep - 1):] if keep > 1 else weights[:, :0]
+    return (each * kept.reshape(-1)).sum(), n
+
+
+def balanced_weights(labels: torch.Tensor, decision_ids: Sequence[int]) -> torch.Tensor:
+    """Per-target weights for ``train.loss_weighting=balanced``: the mean over answer tokens (and stops) plus
+    the mean over decision tokens (``<<pos>>``/``<<neg>>``).
+
+    Why: under one mean over all target tokens, each negative adds a ``<<neg>>`` token to the denominator,
+    so the more negatives a batch holds, the less its answers weigh, and an expert trained beside many
+    negatives learns its answers from a smaller share of every step than the task's own LoRA does.
+    """
+    targets = labels != IGNORE
+    decision = targets & torch.isin(labels, torch.tensor(list(decision_ids), device=labels.device))
+    answer = targets & ~decision
+    return (answer.float() / max(1, int(answer.sum()))) + (decision.float() / max(1, int(decision.sum())))
 
 
 #: On CPU a forward and backward cost about as much as this many more tokens of a batch (minilm, 2 threads:
@@ -184,9 +204,11 @@ def target_loss_backward(model, batch: dict[str, torch.Tensor], backward: Callab
     total = torch.zeros((), device=batch["labels"].device)
     for rows in chunks:
         loss, n = target_loss(model, sub_batch(batch, rows))
+        # weights are normalised over the whole batch already, so a weighted sub-batch's loss is its share
+        share = 1.0 if "weights" in batch else n / targets
         check(loss)
-        backward(loss * (n / targets))
-        total = total + loss.detach() * (n / targets)
+        backward(loss * share)
+        total = total + loss.detach() * share
     return total
 
 
@@ -516,6 +538,8 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     share = negative_share(train)
     if share is not None:  # likewise
         sig["train.negative_share"] = share
+    if getattr(train, "loss_weighting", "tokens") != "tokens":  # likewise
+        sig["train.loss_weighting"] = train.loss_weighting
     sig["training examples"] = n_examples
     return sig
 
@@ -628,6 +652,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
 
     # Sub-batches of similar length (same gradient, less padding) on one CPU process only: measured there;
     # several processes would all-reduce once per sub-batch.
+    balanced = getattr(train, "loss_weighting", "tokens") == "balanced" and len(token_ids) > 0
     split = (bool(getattr(train, "split_padded_batches", True)) and accelerator.num_processes == 1
              and accelerator.device.type == "cpu")
 
@@ -684,6 +709,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
+            if balanced:
+                batch["weights"] = balanced_weights(batch["labels"], token_ids)
             with accelerator.accumulate(peft_model):
                 loss = target_loss_backward(peft_model, batch, accelerator.backward, split=split, check=diverged)
                 if accelerator.sync_gradients:
