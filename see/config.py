@@ -28,6 +28,7 @@ FORMATS = ("auto", "jsonl", "json", "csv", "superni", "cl-benchmark", "hf")
 OVERLENGTH = ("truncate", "reject")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 LOSS_WEIGHTINGS = ("tokens", "balanced")
+NEGATIVES_IN_BATCH = ("mixed", "added")
 ROUTING_MODES = ("batched", "sequential")
 #: ``train.negative_share: auto`` under the ``auto`` step budget. Measured on the user-task suite (README):
 #: against every negative once an epoch, mean exact match 63.8 -> 66.6% and the worst OOD family reaching
@@ -149,6 +150,11 @@ class TrainConfig:
                                             "answers weigh as in a plain LoRA whatever share of a batch its "
                                             "negatives take (no effect without indicator tokens)",
                                   choices=LOSS_WEIGHTINGS)
+    negatives_in_batch: str = setting("mixed", "`mixed`: negatives are examples like the positives, drawn into "
+                                               "batches of `batch_size`; `added`: each batch holds `batch_size` "
+                                               "positives, as the task's plain LoRA would, and the epoch's "
+                                               "negatives are spread over the batches on top (an epoch is one "
+                                               "pass over the positives)", choices=NEGATIVES_IN_BATCH)
     overlength: str = setting("truncate", "a longer example is `truncate`d at the start of its prompt, with a "
                                           "warning, or `reject`ed", choices=OVERLENGTH)
     mixed_precision: str = setting("auto", "`auto`: bf16 on GPUs that support it, else fp32",

@@ -271,6 +271,43 @@ def test_negative_capped_batches_keep_every_positive_and_walk_the_negatives():
     assert len(NegativeCappedBatches([True] * 5, 2, torch.Generator(), 0.2)) == 3
 
 
+@pytest.mark.parametrize("share,per_epoch", [(None, 45), (0.2, 7)])
+def test_negatives_added_batches_hold_a_plain_lora_batch_of_positives_each(share, per_epoch):
+    """``train.negatives_in_batch=added``: 30 positives at batch 8 are the plain LoRA's 4 batches (8, 8, 8, 6),
+    each with its share of the epoch's negatives on top, within one of the others."""
+    from see.experts.training import NegativesAddedBatches
+
+    negative = [False] * 30 + [True] * 45
+    sampler = NegativesAddedBatches(negative, 8, torch.Generator().manual_seed(0), share=share, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4
+    assert [sum(not negative[i] for i in b) for b in batches] == [8, 8, 8, 6]
+    drawn = [sum(negative[i] for i in b) for b in batches]
+    assert sum(drawn) == per_epoch and max(drawn) - min(drawn) <= 1
+    order = [i for b in batches for i in b]
+    assert len(order) == len(set(order)) and sorted(i for i in order if not negative[i]) == list(range(30))
+    again = NegativesAddedBatches(negative, 8, torch.Generator().manual_seed(0), share=share, seed=0)
+    assert list(again) == batches  # seeded: a resumed run sees the same epoch
+    # negatives alone (no positives): batches of negatives
+    assert [len(b) for b in NegativesAddedBatches([True] * 5, 2, torch.Generator(), None)] == [2, 2, 1]
+
+
+def test_negatives_added_train_one_positive_batch_a_step(tiny_llama):
+    """3 epochs of 8 positives at batch 4 are 6 steps, whatever the negatives: an epoch is one pass over the
+    positives, as for the task's own LoRA."""
+    cfg = load_config(None, ["train.epochs=3", "train.batch_size=4", "train.negatives_in_batch=added"])
+    general = [(None, f"an unrelated request number {k}") for k in range(10)]
+    model, tok, pos, neg = _setup(tiny_llama)
+    examples = reconstruct_task(make_task("topic", 8), None, general, general_negative_ratio=1.0)
+    assert sum(ex.kind == "pos" for ex in examples) == 8 and sum(ex.kind == "neg" for ex in examples) >= 8
+    _, result = train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train,
+                             progress=False)
+    assert result.steps == 6
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        bad = load_config(None, ["train.max_steps=2", "train.negatives_in_batch=added", "train.group_by_length=true"])
+        train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=bad.lora, train=bad.train, progress=False)
+
+
 @pytest.mark.parametrize("overrides,share", [
     ([], 0.2),                                                   # auto under the auto budget
     (["train.epochs=3"], None),                                  # auto with explicit epochs: every example
