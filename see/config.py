@@ -157,8 +157,8 @@ class TrainConfig:
                                                "batches of `batch_size`; `added`: each batch holds `batch_size` "
                                                "positives, as the task's plain LoRA would, and the epoch's "
                                                "negatives are spread over the batches on top (an epoch is one "
-                                               "pass over the positives; not the default: sst2 on minilm 68 "
-                                               "in seed 2 (56 by default) but 53 in seed 0 (73), and more OOD "
+                                               "pass over the positives; not the default: sst2 on minilm "
+                                               "53/52/68 over seeds 0-2 against 73/74/56, and more OOD "
                                                "queries kept by the user-task suite's experts, "
                                                "benchmarks/results/negatives-ablation)",
                                  choices=NEGATIVES_IN_BATCH)

@@ -537,7 +537,7 @@ class NegativesAddedBatches(NegativeCappedBatches):
     answered every held-out review with the commonest label from step 276 to 828 of 922, while the decision
     was learned by step 184 (``benchmarks/results/negatives-ablation/sst2-trajectory-defaults``). An epoch is
     then one pass over the positives, so ``train.epochs`` means what it means for a plain LoRA. Not the
-    default: it rescued that seed (68) but left seed 0 on the commonest label (53, 73 by default), and let
+    default: it rescued that seed (68) but left seeds 0 and 1 on the commonest label (53 and 52), and let
     more OOD queries into the user-task suite's experts (same ablation's README).
     """
 
