@@ -17,9 +17,8 @@ from pathlib import Path
 
 
 def expert_histories(manifest: dict) -> dict:
-    experts = manifest["experts"]
     out = {}
-    for expert in experts if isinstance(experts, list) else experts.values():
+    for expert in manifest["experts"]:
         metrics = expert["metrics"]
         out[expert["name"]] = {"eval_history": metrics.get("eval_history", []),
                                "final": {k: v for k, v in metrics.items() if k != "eval_history"}}

@@ -122,13 +122,11 @@ def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     logits = model(**kwargs).logits[:, -keep:]
     targets = labels[:, -(keep - 1):] if keep > 1 else labels[:, :0]
     n = int((targets != IGNORE).sum())
-    weights = batch.get("weights")
-    if weights is None:
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                                 targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
-        return loss / max(1, n), n
     each = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                              targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+    weights = batch.get("weights")
+    if weights is None:
+        return each.sum() / max(1, n), n
     kept = weights[:, -(keep - 1):] if keep > 1 else weights[:, :0]
     return (each * kept.reshape(-1)).sum(), n
 
@@ -542,8 +540,7 @@ class NegativesAddedBatches(NegativeCappedBatches):
     """
 
     def __len__(self) -> int:
-        return max(1, math.ceil(len(self.positives) / self.batch_size)) if self.positives else \
-            math.ceil(self.per_epoch / self.batch_size)
+        return math.ceil((len(self.positives) or self.per_epoch) / self.batch_size)
 
     def __iter__(self):
         positives = [self.positives[k] for k in torch.randperm(len(self.positives), generator=self.generator).tolist()]
@@ -644,7 +641,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     if share is not None and getattr(train, "group_by_length", False):
         raise ConfigError("train.negative_share and train.group_by_length cannot be combined yet",
                           field="train.negative_share", hint="set train.negative_share=auto or none")
-    if getattr(train, "negatives_in_batch", "mixed") == "added" and getattr(train, "group_by_length", False):
+    added = getattr(train, "negatives_in_batch", "mixed") == "added"
+    if added and getattr(train, "group_by_length", False):
         raise ConfigError("train.negatives_in_batch=added and train.group_by_length cannot be combined yet",
                           field="train.negatives_in_batch", hint="set train.negatives_in_batch=mixed")
     tokenizer = prompt.tokenizer
@@ -657,7 +655,6 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     generator = torch.Generator().manual_seed(int(train.seed))
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
     capped = None
-    added = getattr(train, "negatives_in_batch", "mixed") == "added"
     if negative is not None and len(negative) != len(encoded):
         raise ValueError("one negative flag per encoded example")
     if added and negative is not None and any(negative):
