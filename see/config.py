@@ -180,6 +180,11 @@ class TrainConfig:
                                                "(exit code 3, ensemble unchanged); none: only warn",
                                          low=0.0, high=1.0)
     checkpoint_every: int = setting(0, "checkpoint every N steps, for `--resume` (0: never)", low=0)
+    restarts: int = setting(1, "train the expert again from the start, with another seed, when its held-out "
+                               "answers are no better than always giving the commonest one (closed answer sets "
+                               "only), at most this many times; the attempt with the best held-out score is kept. "
+                               "superni-cpu's sst2 expert on minilm collapsed onto the commonest label with seed 2 "
+                               "only (benchmarks/results/negatives-ablation); 0: never", low=0)
 
 
 @dataclass

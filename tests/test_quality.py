@@ -113,3 +113,74 @@ def test_the_quality_gate_names_the_bar_an_expert_did_not_clear(metrics, warned)
     else:
         [line] = lines
         assert line.startswith("warning: expert 'sst2' did not learn") and warned in line, line
+
+
+def _yes_no_task(path, n=60):
+    """A closed answer set: an untrained expert's answers are no better than always giving the commonest one."""
+    from conftest import write_jsonl
+
+    return write_jsonl(path, [{"input": f"is {i} an even number", "output": "yes" if i % 2 == 0 else "no"}
+                              for i in range(n)])
+
+
+@pytest.mark.parametrize("restarts, seeds", [(1, [0, 1000]), (2, [0, 1000, 2000]), (0, None)])
+def test_collapsed_answers_train_the_expert_again_with_another_seed(tiny_llama, tmp_path, restarts, seeds):
+    path = tmp_path / "ens"
+    assert run_see("init", path, "--base", tiny_llama).returncode == 0
+    r = run_see("add-expert", path, "--name", "parity", "--data", _yes_no_task(tmp_path / "p.jsonl"),
+                "--no-progress", *FAST, f"train.restarts={restarts}")
+    assert r.returncode == 0, r.stderr
+    [expert] = json.loads((path / "manifest.json").read_text())["experts"]
+    m = expert["metrics"]
+    if seeds is None:
+        assert "attempts" not in m and "training it again" not in r.stderr
+        return
+    # 6 steps on a random base learn nothing: every attempt collapses, and all of them are made
+    assert [a["seed"] for a in m["attempts"]] == seeds and all(a["answers_collapsed"] for a in m["attempts"])
+    assert r.stderr.count("training it again from the start") == restarts
+    best = max(m["attempts"], key=lambda a: a["heldout_score"])
+    assert m["kept_seed"] == best["seed"] and m["heldout_score"] == best["heldout_score"]
+    assert expert["config"]["train"]["seed"] == 0  # the data split and rehearsal sample stay the run's own
+    assert "did not learn" in r.stderr  # the gate still speaks about the kept attempt
+
+
+def test_the_kept_attempt_is_the_better_one_even_when_it_came_first(tiny_llama, tmp_path, monkeypatch):
+    """The first attempt scores higher on held-out: its weights, not the last attempt's, are the expert."""
+    import torch
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.routing import calibration
+
+    real_evaluate, real_train = calibration.evaluate_heldout, lifecycle.train_expert
+    trained, returned = [], []
+
+    def evaluate(model, *args, **kwargs):
+        figures = real_evaluate(model, *args, **kwargs)
+        if kwargs.get("zero_shot"):  # the end-of-training evaluation that chooses the attempt
+            figures.update(heldout_exact_match=0.0, heldout_score=0.9 if len(trained) == 1 else 0.1)
+        return figures
+
+    def train_expert(*args, **kwargs):
+        peft_model, result = real_train(*args, **kwargs)
+        trained.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+        return peft_model, result
+
+    def until(*args, **kwargs):
+        peft_model, result = real_until(*args, **kwargs)
+        returned.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+        return peft_model, result
+
+    real_until = lifecycle._train_until_not_collapsed
+    monkeypatch.setattr(calibration, "evaluate_heldout", evaluate)
+    monkeypatch.setattr(lifecycle, "train_expert", train_expert)
+    monkeypatch.setattr(lifecycle, "_train_until_not_collapsed", until)
+    path = tmp_path / "ens"
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    rec = lifecycle.add_expert(path, "parity", load_task(_yes_no_task(tmp_path / "p.jsonl")), overrides=FAST,
+                               progress=False, log=lambda m: None)
+    assert len(trained) == 2 and rec.metrics["kept_seed"] == 0 and rec.metrics["heldout_score"] == 0.9
+    [kept] = returned
+    assert kept.keys() == trained[0].keys()
+    assert all(torch.equal(kept[n], trained[0][n]) for n in kept)
+    assert not all(torch.equal(kept[n], trained[1][n]) for n in kept)  # the two attempts differ
