@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import shutil
 import stat
@@ -28,7 +29,7 @@ from see.embedded.families import general_negatives as generated_negatives
 from see.ensemble import Ensemble
 from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
-from see.experts.training import check_lengths, mixed_precision, train_expert
+from see.experts.training import TrainResult, check_lengths, mixed_precision, new_adapter, train_expert
 from see.loading import ensemble_tokenizer, load_base, prompt_format
 from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm, load_tokenizer, quiet_transformers, \
     resolve_model_ref
@@ -289,7 +290,7 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
             raise
         except BaseException:
             # Keep a resumable checkpoint (see add-expert --resume); drop anything else half-made.
-            if main and not (staged / "checkpoint" / "state.pt").is_file():
+            if main and not _has_checkpoint(staged):
                 _drop_staged(staged, made_staging)
             elif main:
                 log(f"interrupted: resume with see add-expert {store.root} --name {name} ... --resume")
@@ -298,13 +299,20 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     return record
 
 
+def _has_checkpoint(staged: Path) -> bool:
+    """Whether an add's folder holds a checkpoint to resume: its first attempt's or a restart's
+    (``checkpoint/restart-N``)."""
+    folder = staged / "checkpoint"
+    return folder.is_dir() and any(folder.rglob("state.pt"))
+
+
 def _prepare_staging(store: EnsembleStore, staged: Path, name: str, resume: bool, log: Log) -> None:
     """``.staging/<name>`` for this add. Other names' folders are left alone: they hold their own checkpoints.
 
     A folder left by an earlier, interrupted add of the same name is resumed
     with ``--resume`` and otherwise moved to the quarantine, never deleted.
     """
-    has_checkpoint = (staged / "checkpoint" / "state.pt").is_file()
+    has_checkpoint = _has_checkpoint(staged)
     if resume and not has_checkpoint:
         log(f"nothing to resume for '{name}': no checkpoint in {staged / 'checkpoint'} (train.checkpoint_every=0, "
             "or the run was stopped before its first checkpoint); training from the start")
@@ -378,21 +386,24 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                data: Reconstruction, staged: Path, accelerator, resume: bool, progress: bool,
                                log: Log):
     """Train the expert; while its answers collapse onto the commonest label, train it again from the start
-    with another seed (``train.restarts`` times at most), and keep the attempt with the best held-out score.
+    with another seed (``train.restarts`` times at most), and keep the best attempt: one whose answers did
+    not collapse before one that did, then the higher held-out score.
 
     Why: on superni-cpu's sst2 (minilm), seed 2 decided right and answered every held-out review with the
     commonest label from step 276 to the end (56 on test where the oracle LoRA reached 72), while seeds 0 and 1
     learned (73, 74). The failure depends on the seed, not on the data or the budget, and the held-out set
     already shows it, so a second start is the remedy that costs nothing where training went well.
-    Every process trains and evaluates each attempt (the figures are the same on all), so that under
-    ``accelerate launch`` all take the same decision.
+    Under ``accelerate launch`` every process trains and evaluates each attempt, and the main process's
+    figures decide for all, so that all take the same path. A restart that fails (its loss diverges) leaves
+    the attempts before it standing.
     """
     seed = int(cfg.train.seed)
     restarts = int(cfg.train.restarts)
-    best = None  # (score, attempt, metrics, trainable weights, seed)
+    best = None  # (rank, attempt, metrics, trainable weights, seed)
     tried: list[dict] = []
+    peft_model = result = live = None  # live: the attempt whose model peft_model is
     for attempt in range(restarts + 1):
-        train = cfg.train.copy()
+        train = cfg.train.copy()  # a deep copy: the data split and rehearsal sample keep the run's own seed
         train.seed = seed + RESTART_SEED_STRIDE * attempt
         model, tokenizer = load_base(store, manifest, device=accelerator.device)
         prompt = prompt_format(manifest, tokenizer, model)
@@ -403,10 +414,19 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                                 **extra)
 
         checkpoint = staged / "checkpoint" / (f"restart-{attempt}" if attempt else "")
-        peft_model, result = train_expert(
-            model, prompt, manifest.indicator, data.train, lora=cfg.lora, train=train,
-            kind=manifest.model.expert_kind, checkpoint_dir=checkpoint, resume=resume, progress=progress,
-            accelerator=accelerator, log=log, where=task.source, evaluate=evaluate if data.heldout else None)
+        try:
+            peft_model, result = train_expert(
+                model, prompt, manifest.indicator, data.train, lora=cfg.lora, train=train,
+                kind=manifest.model.expert_kind, checkpoint_dir=checkpoint, resume=resume, progress=progress,
+                accelerator=accelerator, log=log, where=task.source, evaluate=evaluate if data.heldout else None)
+        except TrainingError as err:
+            if attempt == 0:
+                raise
+            log(f"expert '{name}': restart {attempt} (seed {train.seed}) failed ({err.reason}); keeping the "
+                "attempts before it")
+            tried.append({"seed": int(train.seed), "failed": err.reason})
+            break
+        live = attempt
         if not data.heldout:
             return peft_model, result
         result.metrics.update(evaluate(peft_model, target_frr=float(cfg.routing.target_frr),
@@ -415,26 +435,43 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
         collapsed = collapsed_answers(m)
         tried.append({"seed": int(train.seed), "steps": m.get("steps"), "heldout_exact_match": m.get("heldout_exact_match"),
                       "heldout_score": m.get("heldout_score"), "answers_collapsed": collapsed})
-        if best is None or m["heldout_score"] > best[0]:
-            best = (m["heldout_score"], attempt, m, {n: p.detach().clone() for n, p in peft_model.named_parameters()
-                                                     if p.requires_grad}, int(train.seed))
+        rank = (not collapsed, m["heldout_score"])
+        better = best is None or rank > best[0]
+        if accelerator.num_processes > 1:  # float noise between devices must not split the processes' paths
+            from accelerate.utils import broadcast_object_list
+            collapsed, better = broadcast_object_list([collapsed, better])
+        if better:
+            best = (rank, attempt, m, {n: p.detach().clone() for n, p in peft_model.named_parameters()
+                                       if p.requires_grad}, int(train.seed))
         if not collapsed or attempt == restarts:
             break
         log(f"expert '{name}': its held-out answers are no better than always answering '{m['majority_answer']}' "
             f"({100 * m['heldout_exact_match']:.0f}% exact match, {100 * m['majority_exact_match']:.0f}% of its "
             f"held-out queries have that answer); training it again from the start with seed "
             f"{seed + RESTART_SEED_STRIDE * (attempt + 1)} (restart {attempt + 1} of train.restarts={restarts})")
-        del peft_model, model
-    if len(tried) > 1:
-        _, attempt, metrics, weights, kept_seed = best
-        if attempt != len(tried) - 1:  # an earlier attempt scored higher: its weights go back into the model
-            named = dict(peft_model.named_parameters())
-            with torch.no_grad():
-                for n, value in weights.items():
-                    named[n].copy_(value)
-        result.metrics = {**metrics, "attempts": tried, "kept_seed": kept_seed}
-        log(f"expert '{name}': kept the attempt with seed {kept_seed} (held-out score "
-            + ", ".join(f"seed {t['seed']}: {100 * t['heldout_score']:.1f}" for t in tried) + ")")
+        # the accelerator holds on to every model it prepared: without this each attempt's base stays in memory
+        del peft_model, model, result
+        peft_model = result = live = None
+        accelerator.free_memory()
+        gc.collect()
+    if len(tried) == 1:
+        return peft_model, result
+    _, attempt, metrics, weights, kept_seed = best
+    if live is None:  # the last restart failed: the best attempt's weights go into a fresh adapter on a fresh base
+        model, tokenizer = load_base(store, manifest, device=accelerator.device)
+        peft_model = new_adapter(model, prompt_format(manifest, tokenizer, model), cfg.lora, manifest.indicator.ids,
+                                 manifest.model.expert_kind)
+        result = TrainResult(metrics={}, steps=metrics.get("steps", 0), losses=[])
+    if live != attempt:
+        named = dict(peft_model.named_parameters())
+        with torch.no_grad():
+            for n, value in weights.items():
+                named[n].copy_(value)
+    peft_model.eval()
+    result.metrics = {**metrics, "attempts": tried, "kept_seed": kept_seed}
+    log(f"expert '{name}': kept the attempt with seed {kept_seed} (held-out score "
+        + ", ".join(f"seed {t['seed']}: " + ("failed" if "failed" in t else f"{100 * t['heldout_score']:.1f}"
+                                             + (" collapsed" if t["answers_collapsed"] else "")) for t in tried) + ")")
     return peft_model, result
 
 
@@ -581,7 +618,7 @@ def doctor(path: str | Path, fix: bool = False, check_base: bool = True, log: Lo
         staging = store.root / STAGING
         if staging.is_dir():
             for left in sorted(staging.iterdir()):
-                resumable = (left / "checkpoint" / "state.pt").is_file()
+                resumable = _has_checkpoint(left)
                 f = Finding("leftover of an interrupted add" + (" with a checkpoint (continue it with see "
                             f"add-expert --name {left.name} --resume)" if resumable else ""), str(left),
                             fixable=not resumable, severity="note")

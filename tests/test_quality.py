@@ -184,3 +184,48 @@ def test_the_kept_attempt_is_the_better_one_even_when_it_came_first(tiny_llama, 
     assert kept.keys() == trained[0].keys()
     assert all(torch.equal(kept[n], trained[0][n]) for n in kept)
     assert not all(torch.equal(kept[n], trained[1][n]) for n in kept)  # the two attempts differ
+
+
+def test_a_restart_that_diverges_leaves_the_first_attempt_standing(tiny_llama, tmp_path, monkeypatch):
+    import torch
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.errors import TrainingError
+
+    real_train, trained, lines = lifecycle.train_expert, [], []
+
+    def train_expert(*args, **kwargs):
+        if trained:
+            raise TrainingError("training diverged: the loss became nan at step 3", field="train.lr")
+        peft_model, result = real_train(*args, **kwargs)
+        trained.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+        return peft_model, result
+
+    monkeypatch.setattr(lifecycle, "train_expert", train_expert)
+    path = tmp_path / "ens"
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    rec = lifecycle.add_expert(path, "parity", load_task(_yes_no_task(tmp_path / "p.jsonl")), overrides=FAST,
+                               progress=False, log=lines.append)
+    assert rec.metrics["kept_seed"] == 0 and rec.metrics["attempts"][1] == {
+        "seed": 1000, "failed": "training diverged: the loss became nan at step 3"}
+    assert any("restart 1 (seed 1000) failed" in line for line in lines)
+    # the saved adapter is the first attempt's weights, put into a fresh adapter on a fresh base
+    from safetensors.torch import load_file
+
+    saved = load_file(path / rec.path / "adapter_model.safetensors")
+    lora = {n.replace(".default", ""): w for n, w in trained[0].items() if "lora_" in n}
+    assert lora and all(torch.equal(saved[n], w) for n, w in lora.items())
+
+
+@pytest.mark.parametrize("files, resumable", [
+    ([], False), (["checkpoint/other.txt"], False), (["checkpoint/state.pt"], True),
+    (["checkpoint/restart-1/state.pt"], True),  # the first attempt stopped before its first checkpoint
+])
+def test_a_restarts_checkpoint_counts_as_something_to_resume(tmp_path, files, resumable):
+    from see.lifecycle import _has_checkpoint
+
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_bytes(b"")
+    assert _has_checkpoint(tmp_path) is resumable

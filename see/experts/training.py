@@ -608,6 +608,16 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
+def new_adapter(model, prompt: PromptFormat, lora: Any, token_ids: Sequence[int] = (), kind: str = "lora"):
+    """``model`` wrapped with a fresh LoRA (or aLoRA) whose ``token_ids`` embedding rows train too."""
+    from peft import get_peft_model
+
+    invocation = prompt.invocation_ids() if kind == "alora" else None
+    peft_model = get_peft_model(model, lora_config(lora, model, token_ids, kind, invocation))
+    rows_only_trainable_tokens(peft_model)
+    return peft_model
+
+
 def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *, lora: Any, train: Any,
                token_ids: Sequence[int] = (), kind: str = "lora", checkpoint_dir: Path | None = None,
                resume: bool = False, progress: bool = True, accelerator=None, log: Callable[[str], None] = print,
@@ -625,7 +635,6 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from peft import get_peft_model
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
@@ -647,9 +656,9 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                           field="train.negatives_in_batch", hint="set train.negatives_in_batch=mixed")
     tokenizer = prompt.tokenizer
     if peft_model is None:
-        invocation = prompt.invocation_ids() if kind == "alora" else None
-        peft_model = get_peft_model(model, lora_config(lora, model, token_ids, kind, invocation))
-    rows_only_trainable_tokens(peft_model)
+        peft_model = new_adapter(model, prompt, lora, token_ids, kind)
+    else:
+        rows_only_trainable_tokens(peft_model)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
