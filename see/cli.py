@@ -199,6 +199,11 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
               f"{pct(m.get('heldout_accept_rate')):>6} {pct(m.get('heldout_reject_rate')):>6} "
               f"{pct(m.get('heldout_exact_match')):>5} {pct(m.get('base_exact_match')):>7} "
               f"{pct(m.get('majority_exact_match')):>8} {threshold:>9}")
+        if m.get("attempts"):  # train.restarts: say that the figures are a later start's, and what came before
+            tried = [f"seed {a['seed']} " + ("failed" if "failed" in a else f"EM {pct(a.get('heldout_exact_match'))}"
+                     + (" (no better than the commonest answer)" if a.get("answers_collapsed") else ""))
+                     for a in m["attempts"]]
+            print(f"{'':>4}trained {len(tried)} times, seed {m.get('kept_seed')} kept: " + ", ".join(tried))
     return 0
 
 

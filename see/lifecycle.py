@@ -433,8 +433,9 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                        margin_odds=float(cfg.routing.margin_odds), zero_shot=True))
         m = result.metrics
         collapsed = collapsed_answers(m)
-        tried.append({"seed": int(train.seed), "steps": m.get("steps"), "heldout_exact_match": m.get("heldout_exact_match"),
-                      "heldout_score": m.get("heldout_score"), "answers_collapsed": collapsed})
+        tried.append({"seed": int(train.seed), "steps": m.get("steps"),
+                      "heldout_exact_match": m.get("heldout_exact_match"), "heldout_score": m.get("heldout_score"),
+                      "answers_collapsed": collapsed})
         rank = (not collapsed, m["heldout_score"])
         better = best is None or rank > best[0]
         if accelerator.num_processes > 1:  # float noise between devices must not split the processes' paths

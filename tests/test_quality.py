@@ -134,6 +134,7 @@ def test_collapsed_answers_train_the_expert_again_with_another_seed(tiny_llama, 
     m = expert["metrics"]
     if seeds is None:
         assert "attempts" not in m and "training it again" not in r.stderr
+        assert "times, seed" not in run_see("list", path).stdout
         return
     # 6 steps on a random base learn nothing: every attempt collapses, and all of them are made
     assert [a["seed"] for a in m["attempts"]] == seeds and all(a["answers_collapsed"] for a in m["attempts"])
@@ -142,6 +143,10 @@ def test_collapsed_answers_train_the_expert_again_with_another_seed(tiny_llama, 
     assert m["kept_seed"] == best["seed"] and m["heldout_score"] == best["heldout_score"]
     assert expert["config"]["train"]["seed"] == 0  # the data split and rehearsal sample stay the run's own
     assert "did not learn" in r.stderr  # the gate still speaks about the kept attempt
+    listing = run_see("list", path)
+    assert listing.returncode == 0
+    assert f"trained {restarts + 1} times, seed {best['seed']} kept: seed 0 EM" in listing.stdout, listing.stdout
+    assert "(no better than the commonest answer)" in listing.stdout
 
 
 def test_the_kept_attempt_is_the_better_one_even_when_it_came_first(tiny_llama, tmp_path, monkeypatch):
