@@ -6,8 +6,9 @@ ensemble), which is not committed; this copies them beside the cells:
     python benchmarks/eval_history.py benchmarks/results/negatives-ablation/sst2-trajectory-defaults --seed 2
 
 writes `eval_history.json` there: per expert, its `train.eval_every` evaluations (step, held-out loss, accept
-and reject rates, exact match) and its final training metrics (with `train.restarts`, each attempt's figures). Needs the run's `train.eval_every`; without
-it an expert under an explicit budget is evaluated only at the end.
+and reject rates, exact match) and its final training metrics (with `train.restarts`, each attempt's
+figures). Needs the run's `train.eval_every`; without it an expert under an explicit budget is evaluated
+only at the end.
 """
 from __future__ import annotations
 

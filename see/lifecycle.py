@@ -29,7 +29,8 @@ from see.embedded.families import general_negatives as generated_negatives
 from see.ensemble import Ensemble
 from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
-from see.experts.training import TrainResult, check_lengths, mixed_precision, new_adapter, train_expert
+from see.experts.training import (TrainResult, check_lengths, load_trainable_weights, mixed_precision, new_adapter,
+                                  train_expert, trainable_weights)
 from see.loading import ensemble_tokenizer, load_base, prompt_format
 from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm, load_tokenizer, quiet_transformers, \
     resolve_model_ref
@@ -442,8 +443,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
             from accelerate.utils import broadcast_object_list
             collapsed, better = broadcast_object_list([collapsed, better])
         if better:
-            best = (rank, attempt, m, {n: p.detach().clone() for n, p in peft_model.named_parameters()
-                                       if p.requires_grad}, int(train.seed))
+            best = (rank, attempt, m, trainable_weights(peft_model), int(train.seed))
         if not collapsed or attempt == restarts:
             break
         log(f"expert '{name}': its held-out answers are no better than always answering '{m['majority_answer']}' "
@@ -464,10 +464,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                  manifest.model.expert_kind)
         result = TrainResult(metrics={}, steps=metrics.get("steps", 0), losses=[])
     if live != attempt:
-        named = dict(peft_model.named_parameters())
-        with torch.no_grad():
-            for n, value in weights.items():
-                named[n].copy_(value)
+        load_trainable_weights(peft_model, weights)
     peft_model.eval()
     result.metrics = {**metrics, "attempts": tried, "kept_seed": kept_seed}
     log(f"expert '{name}': kept the attempt with seed {kept_seed} (held-out score "
@@ -498,7 +495,7 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
     if em is not None and base is not None and em <= base:
         problems.append(f"its held-out exact match {100 * em:.0f}% is no better than the base model's "
                         f"{100 * base:.0f}% on the same queries")
-    elif em is not None and m.get("majority_exact_match") is not None and em <= m["majority_exact_match"]:
+    elif collapsed_answers(m):
         # A classification's labels are often words the base never answers with (zero-shot 0%), so beating
         # the base says nothing there: an expert that gives one label to every query beats it too.
         problems.append(f"its held-out exact match {100 * em:.0f}% is no better than always answering "

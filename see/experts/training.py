@@ -383,6 +383,19 @@ def early_stopping_patience(train: Any) -> int | None:
     return 3 if train.epochs == "auto" and not train.max_steps else None
 
 
+def trainable_weights(model, device=None) -> dict[str, torch.Tensor]:
+    """A copy of the weights that train (an adapter's LoRA and token rows), by parameter name."""
+    return {n: p.detach().to(device).clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    """Put weights taken by :func:`trainable_weights` back into a model of the same shape."""
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, value in weights.items():
+            named[n].copy_(value)
+
+
 class EarlyStopping:
     """Held-out evaluations during training: keep the best trainable weights, stop after ``patience``
     evaluations without improvement.
@@ -425,7 +438,7 @@ class EarlyStopping:
         if score > self.best_score + 1e-6 or (same and loss < 0.99 * self.best_loss
                                                      and self.best_loss - loss >= self.MIN_LOSS_GAIN):
             self.best_score, self.best_loss, self.best_step, self.since_best = score, loss, step, 0
-            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            self.best_state = trainable_weights(model)
         else:
             self.since_best += 1
         return self.patience is not None and self.since_best >= self.patience
@@ -441,10 +454,7 @@ class EarlyStopping:
         """Back to the best evaluation's weights; without patience (an explicit budget) the last ones stay."""
         if self.best_state is None or self.patience is None:
             return
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, value in self.best_state.items():
-                named[n].copy_(value)
+        load_trainable_weights(model, self.best_state)
 
     def state(self) -> dict:
         return {"best_score": self.best_score, "best_loss": self.best_loss, "best_step": self.best_step,
@@ -589,7 +599,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: 
     on one process."""
     path.mkdir(parents=True, exist_ok=True)
     state = {
-        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "trainable": trainable_weights(model, device="cpu"),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
         "losses": losses, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
         "early_stopping": stopping.state() if stopping is not None else None,
@@ -725,10 +735,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                               hint="resume with the settings and ensemble of the interrupted run, or drop --resume "
                                    "to start over (the checkpoint stays until then)")
         if state is not None:
-            named = dict(accelerator.unwrap_model(peft_model).named_parameters())
-            with torch.no_grad():
-                for n, value in state["trainable"].items():
-                    named[n].copy_(value)
+            load_trainable_weights(accelerator.unwrap_model(peft_model), state["trainable"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, losses = state["step"], list(state["losses"])
