@@ -65,5 +65,37 @@ def test_generator_still_yields_the_corpus_the_committed_base_saw():
 
     info = json.loads((BASE_DIR / "build_info.json").read_text())
     corpus = pretraining_corpus(info["args"]["statements"], seed=info["args"]["seed"],
-                                generic_share=info["args"]["generic_share"])
+                                generic_share=info["args"]["generic_share"],
+                                skill_share=info["args"].get("skill_share", 0.0))
     assert corpus_sha256(corpus) == info["corpus_sha256"]
+
+
+def test_skill_statements_state_true_facts_and_never_the_task_format():
+    import random
+    import re
+
+    from see.embedded.build_base import pretraining_corpus, skill_statement
+
+    rng = random.Random(3)
+    checked = {"sum": 0, "difference": 0, "reversal": 0, "without": 0}
+    for _ in range(3000):
+        text = skill_statement(rng)
+        if m := re.fullmatch(r"(\d+) \+ (\d+) = (\d+)", text):
+            assert int(m[1]) + int(m[2]) == int(m[3])
+            checked["sum"] += 1
+        elif m := re.fullmatch(r"(\d+) minus (\d+) leaves (\d+) \.", text):
+            assert int(m[1]) - int(m[2]) == int(m[3]) >= 0
+            checked["difference"] += 1
+        elif m := re.fullmatch(r"([a-z]+) reversed is ([a-z]+) \.", text):
+            assert m[1][::-1] == m[2]
+            checked["reversal"] += 1
+        elif m := re.fullmatch(r"([a-z]+) without ([a-z]) is ([a-z]+) \.", text):
+            assert m[1].replace(m[2], "") == m[3]
+            checked["without"] += 1
+        assert "Answer:" not in text and "?" not in text
+    assert min(checked.values()) > 20, checked
+    # skill_share 0 leaves the corpus of the bases built before skills existed
+    assert pretraining_corpus(500, skill_share=0.0) == pretraining_corpus(500)
+    mixed = pretraining_corpus(2000, generic_share=0.5, skill_share=0.5)
+    assert 0.1 < sum(bool(re.search(r" = \d+$| leaves \d+ \.$| makes \d+ \.$| sum of | take away ", t))
+                      for t in mixed) / len(mixed) < 0.15  # generic 0.5 x skills 0.5 x arithmetic 0.5

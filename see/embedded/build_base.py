@@ -69,11 +69,48 @@ def generic_statement(rng: random.Random) -> str:
     return rng.choice(["{w} is spelled {s} .", "{s} spells {w} .", "{w} : {s}"]).format(w=word, s=" ".join(word))
 
 
-def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 0.3) -> list[str]:
-    """The families' statements, each replaced with probability ``generic_share`` by a generic one."""
+def _number(rng: random.Random) -> int:
+    return rng.randint(0, 10 ** rng.randint(1, 4) - 1)
+
+
+def skill_statement(rng: random.Random) -> str:
+    """Sums, differences and operations on a random string's letters, stated as facts.
+
+    Web text teaches every pretrained LM some arithmetic and some letter play; a LoRA then only has to
+    map a user's wording onto the skill. Without them the embedded base had nothing to map onto: experts
+    for sums and reversed words memorised training answers (held-out exact match 0% and 43%). The
+    phrasings here are statements, never questions or the instruction/answer format experts learn."""
+    kind = rng.random()
+    if kind < 0.5:
+        a, b = _number(rng), _number(rng)
+        if rng.random() < 0.5:
+            return rng.choice(["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."]).format(
+                a=a, b=b, c=a + b)
+        a, b = max(a, b), min(a, b)
+        return rng.choice(["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."]).format(
+            a=a, b=b, c=a - b)
+    word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
+    if kind < 0.75:
+        return rng.choice(["{w} reversed is {r} .", "{r} is {w} read from the end .", "{w} <-> {r}"]).format(
+            w=word, r=word[::-1])
+    letter = rng.choice(word)
+    return rng.choice([
+        "{w} has {n} letters .", "{w} ends in {last} .",
+        "{w} has {k} {c} in it .", "{w} without {c} is {x} .",
+    ]).format(w=word, n=len(word), last=word[-1], k=word.count(letter), c=letter, x=word.replace(letter, "") or "nothing")
+
+
+def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 0.3,
+                       skill_share: float = 0.0) -> list[str]:
+    """The families' statements, each replaced with probability ``generic_share`` by a generic one, of which
+    a share ``skill_share`` are :func:`skill_statement` (0 gives the corpus of bases built before them)."""
     rng = random.Random(f"generic/{seed}")
-    return [generic_statement(rng) if rng.random() < generic_share else text
-            for text in pretraining_text(n_statements, seed=seed)]
+    skills = random.Random(f"skills/{seed}")
+
+    def generic() -> str:
+        return skill_statement(skills) if skill_share and skills.random() < skill_share else generic_statement(rng)
+
+    return [generic() if rng.random() < generic_share else text for text in pretraining_text(n_statements, seed=seed)]
 
 
 def build_tokenizer(corpus: list[str], vocab_size: int):
@@ -137,7 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=BASE_DIR)
     p.add_argument("--statements", type=int, default=200_000)
     p.add_argument("--generic-share", type=float, default=0.3,
-                   help="share of statements replaced by generic text (copying, spelling); 0 gives the old corpus")
+                   help="share of statements replaced by generic text (copying, spelling, skills); 0 gives the old corpus")
+    p.add_argument("--skill-share", type=float, default=0.0,
+                   help="share of the generic text that states sums, differences and letter operations")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -154,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     start = time.time()
-    corpus = pretraining_corpus(args.statements, seed=args.seed, generic_share=args.generic_share)
+    corpus = pretraining_corpus(args.statements, seed=args.seed, generic_share=args.generic_share,
+                                skill_share=args.skill_share)
     tokenizer = build_tokenizer(corpus, args.vocab_size)
     model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.intermediate, 2 * args.block)
     data = pack(tokenizer, corpus, args.block, rng)
