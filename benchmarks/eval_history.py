@@ -42,6 +42,9 @@ def main() -> None:
         steps = " ".join(f"{e['step']}:{100 * e['heldout_exact_match']:.0f}" for e in h["eval_history"])
         print(f"{name}: held-out exact match by step {steps}")
         for attempt in h["final"].get("attempts", []):  # train.restarts: each start, and which one was kept
+            if "failed" in attempt:
+                print(f"{name}: attempt with seed {attempt['seed']}: failed ({attempt['failed']})")
+                continue
             print(f"{name}: attempt with seed {attempt['seed']}: held-out exact match "
                   f"{100 * attempt['heldout_exact_match']:.0f}%, score {100 * attempt['heldout_score']:.1f}"
                   + (" (kept)" if attempt["seed"] == h["final"].get("kept_seed") else ""))

@@ -30,7 +30,7 @@ from see.ensemble import Ensemble
 from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
 from see.experts.training import (TrainResult, check_lengths, load_trainable_weights, mixed_precision, new_adapter,
-                                  train_expert, trainable_weights)
+                                  run_signature, train_expert, trainable_weights)
 from see.loading import ensemble_tokenizer, load_base, prompt_format
 from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm, load_tokenizer, quiet_transformers, \
     resolve_model_ref
@@ -302,9 +302,30 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
 
 def _has_checkpoint(staged: Path) -> bool:
     """Whether an add's folder holds a checkpoint to resume: its first attempt's or a restart's
-    (``checkpoint/restart-N``)."""
+    (``checkpoint/restart-N``), or an attempt that finished before a restart (``checkpoint/attempt-N.pt``)."""
     folder = staged / "checkpoint"
-    return folder.is_dir() and any(folder.rglob("state.pt"))
+    return folder.is_dir() and (any(folder.rglob("state.pt")) or any(folder.glob("attempt-*.pt")))
+
+
+def _save_finished_attempt(file: Path, state: dict) -> None:
+    """An attempt that a restart follows: its figures and weights, so that ``--resume`` does not train it again."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(file)
+
+
+def _load_finished_attempt(file: Path, signature: dict) -> dict:
+    # weights_only: a file in a shared ensemble folder must not be able to run code
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if state.get("signature") != signature:
+        changed = [f"{k}: {state['signature'].get(k)!r} -> {signature.get(k)!r}"
+                   for k in dict.fromkeys([*state["signature"], *signature])
+                   if state["signature"].get(k) != signature.get(k)]
+        raise ConfigError(f"cannot resume: the finished attempt was made with other settings ({'; '.join(changed)})",
+                          file=file, hint="resume with the settings and ensemble of the interrupted run, or drop "
+                                          "--resume to start over (the checkpoint stays until then)")
+    return state
 
 
 def _prepare_staging(store: EnsembleStore, staged: Path, name: str, resume: bool, log: Log) -> None:
@@ -396,7 +417,9 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
     already shows it, so a second start is the remedy that costs nothing where training went well.
     Under ``accelerate launch`` every process trains and evaluates each attempt, and the main process's
     figures decide for all, so that all take the same path. A restart that fails (its loss diverges) leaves
-    the attempts before it standing.
+    the attempts before it standing (on one process; under several, it ends the add as a first attempt's
+    failure does). An attempt that a restart follows is saved (``checkpoint/attempt-N.pt``), so that
+    ``--resume`` reads it back instead of training it again.
     """
     seed = int(cfg.train.seed)
     restarts = int(cfg.train.restarts)
@@ -406,6 +429,22 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
     for attempt in range(restarts + 1):
         train = cfg.train.copy()  # a deep copy: the data split and rehearsal sample keep the run's own seed
         train.seed = seed + RESTART_SEED_STRIDE * attempt
+        finished = staged / "checkpoint" / f"attempt-{attempt}.pt"
+        signature = run_signature(cfg.lora, train, len(data.train))
+        if resume and finished.is_file():
+            # An attempt that ended before the interruption is not trained again: rerunning its tail from its
+            # last periodic checkpoint could end elsewhere and change which attempt is kept.
+            saved = _load_finished_attempt(finished, signature)
+            m, collapsed = saved["metrics"], bool(saved["collapsed"])
+            tried.append(saved["tried"])
+            log(f"expert '{name}': the attempt with seed {train.seed} finished before the interruption "
+                f"(held-out score {100 * m['heldout_score']:.1f}); not training it again")
+            rank = (not collapsed, m["heldout_score"])
+            if best is None or rank > best[0]:
+                best = (rank, attempt, m, saved["weights"], int(train.seed))
+            if not collapsed or attempt == restarts:
+                break
+            continue
         model, tokenizer = load_base(store, manifest, device=accelerator.device)
         prompt = prompt_format(manifest, tokenizer, model)
         max_length = min(int(cfg.train.max_length), prompt.context)
@@ -421,11 +460,17 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                 kind=manifest.model.expert_kind, checkpoint_dir=checkpoint, resume=resume, progress=progress,
                 accelerator=accelerator, log=log, where=task.source, evaluate=evaluate if data.heldout else None)
         except TrainingError as err:
-            if attempt == 0:
+            # Under several processes the divergence check runs on each process's own loss, so the others may
+            # still be inside a collective: only ending the job, as a first attempt's failure does, is safe.
+            if attempt == 0 or accelerator.num_processes > 1:
                 raise
             log(f"expert '{name}': restart {attempt} (seed {train.seed}) failed ({err.reason}); keeping the "
                 "attempts before it")
             tried.append({"seed": int(train.seed), "failed": err.reason})
+            # the failed attempt's base and optimizer must go before a fresh base is loaded for the kept weights
+            model = None
+            accelerator.free_memory()
+            gc.collect()
             break
         live = attempt
         if not data.heldout:
@@ -446,6 +491,11 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
             best = (rank, attempt, m, trainable_weights(peft_model), int(train.seed))
         if not collapsed or attempt == restarts:
             break
+        if accelerator.is_main_process:
+            _save_finished_attempt(finished, {"metrics": m, "collapsed": collapsed, "tried": tried[-1],
+                                              "weights": trainable_weights(peft_model, device="cpu"),
+                                              "signature": signature})
+        accelerator.wait_for_everyone()
         log(f"expert '{name}': its held-out answers are no better than always answering '{m['majority_answer']}' "
             f"({100 * m['heldout_exact_match']:.0f}% exact match, {100 * m['majority_exact_match']:.0f}% of its "
             f"held-out queries have that answer); training it again from the start with seed "

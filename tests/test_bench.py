@@ -484,3 +484,23 @@ def test_a_task_with_its_own_test_file(tmp_path):
     _check_same_run(load_bench_config(one_file), out)
     with pytest.raises(ConfigError, match="different config.*stream"):
         _check_same_run(cfg, out)
+
+
+def test_eval_history_prints_every_attempt_a_failed_restart_included(tmp_path, monkeypatch, capsys):
+    import sys
+
+    module = _benchmark_script("eval_history")
+    ens = tmp_path / "out" / "work" / "seed0" / "see" / "ensemble"
+    ens.mkdir(parents=True)
+    attempts = [{"seed": 0, "steps": 400, "heldout_exact_match": 0.5, "heldout_score": 0.61, "answers_collapsed": True},
+                {"seed": 1000, "failed": "training diverged: the loss became nan at step 3"}]
+    history = [{"step": 200, "heldout_exact_match": 0.5}]
+    (ens / "manifest.json").write_text(json.dumps({"experts": [
+        {"name": "sst2", "metrics": {"eval_history": history, "attempts": attempts, "kept_seed": 0}}]}))
+    monkeypatch.setattr(sys, "argv", ["eval_history.py", str(tmp_path / "out"), "--seed", "0"])
+    module.main()
+    out = capsys.readouterr().out
+    assert "sst2: attempt with seed 0: held-out exact match 50%, score 61.0 (kept)" in out
+    assert "sst2: attempt with seed 1000: failed (training diverged" in out
+    written = json.loads((tmp_path / "out" / "eval_history.json").read_text())
+    assert written["sst2"]["eval_history"] == history and written["sst2"]["final"]["attempts"] == attempts

@@ -223,9 +223,71 @@ def test_a_restart_that_diverges_leaves_the_first_attempt_standing(tiny_llama, t
     assert lora and all(torch.equal(saved[n], w) for n, w in lora.items())
 
 
+def test_resuming_during_a_restart_does_not_train_the_finished_attempt_again(tiny_llama, tmp_path, monkeypatch):
+    """Interrupted in restart 1: --resume takes attempt 0's saved figures and weights and trains only the restart;
+    with other settings it refuses, naming the saved attempt's file."""
+    import torch
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.errors import ConfigError
+    from see.routing import calibration
+
+    real_train, seeds, trained = lifecycle.train_expert, [], []
+
+    def interrupted(*args, **kwargs):
+        seeds.append(int(kwargs["train"].seed))
+        if len(seeds) == 2:
+            raise KeyboardInterrupt  # the user stops the run during the restart
+        peft_model, result = real_train(*args, **kwargs)
+        trained.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+        return peft_model, result
+
+    def evaluate(model, *args, **kwargs):  # attempt 0 collapses but scores higher, so its saved weights are kept
+        figures = real_evaluate(model, *args, **kwargs)
+        if kwargs.get("zero_shot"):
+            figures.update(heldout_exact_match=0.0, heldout_score=0.9 if seeds[-1] == 0 else 0.1)
+        return figures
+
+    real_evaluate = calibration.evaluate_heldout
+    monkeypatch.setattr(calibration, "evaluate_heldout", evaluate)
+    monkeypatch.setattr(lifecycle, "train_expert", interrupted)
+    path = tmp_path / "ens"
+    task = load_task(_yes_no_task(tmp_path / "p.jsonl"))
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.add_expert(path, "parity", task, overrides=FAST, progress=False, log=lambda m: None)
+    assert seeds == [0, 1000]
+    saved = path / ".staging" / "parity" / "checkpoint" / "attempt-0.pt"
+    assert saved.is_file() and lifecycle._has_checkpoint(saved.parent.parent)
+
+    with pytest.raises(ConfigError, match="finished attempt was made with other settings.*train.lr") as err:
+        lifecycle.add_expert(path, "parity", task, overrides=[*FAST, "train.lr=0.01"], resume=True, progress=False,
+                             log=lambda m: None)
+    assert str(saved) in str(err.value)
+
+    seeds.clear()
+    monkeypatch.setattr(lifecycle, "train_expert", interrupted)  # seeds is empty again: nothing interrupts now
+    lines = []
+    rec = lifecycle.add_expert(path, "parity", task, overrides=FAST, resume=True, progress=False, log=lines.append)
+    assert seeds == [1000]  # only the restart trains
+    assert any("seed 0 finished before the interruption" in line for line in lines)
+    assert not saved.exists()  # the staging folder, checkpoints included, goes once the expert is committed
+    assert [a["seed"] for a in rec.metrics["attempts"]] == [0, 1000]
+    from safetensors.torch import load_file
+
+    assert rec.metrics["kept_seed"] == 0 and rec.metrics["heldout_score"] == 0.9
+    kept = trained[0]  # put back from the saved file into the restart's model
+    assert not all(torch.equal(kept[n], trained[1][n]) for n in kept)
+    adapter = load_file(path / rec.path / "adapter_model.safetensors")
+    lora = {n.replace(".default", ""): w for n, w in kept.items() if "lora_" in n}
+    assert lora and all(torch.equal(adapter[n], w) for n, w in lora.items())
+
+
 @pytest.mark.parametrize("files, resumable", [
     ([], False), (["checkpoint/other.txt"], False), (["checkpoint/state.pt"], True),
     (["checkpoint/restart-1/state.pt"], True),  # the first attempt stopped before its first checkpoint
+    (["checkpoint/attempt-0.pt"], True),  # the first attempt finished; its restart had no checkpoint yet
 ])
 def test_a_restarts_checkpoint_counts_as_something_to_resume(tmp_path, files, resumable):
     from see.lifecycle import _has_checkpoint

@@ -189,6 +189,23 @@ def test_periodic_evaluations_run_only_when_something_uses_them(tiny_llama, over
     assert len(calls) == len(evaluated_at) and result.steps == 20
 
 
+def test_no_checkpoint_at_the_step_where_early_stopping_ends_training(tiny_llama, tmp_path):
+    """A checkpoint taken at the stopping step would resume past the stop; the one before it resumes to it."""
+    from see.experts.training import load_checkpoint
+
+    cfg = load_config(None, ["train.batch_size=8", "train.max_steps=40", "train.patience=1", "train.eval_every=5",
+                             "train.checkpoint_every=5"])
+    examples = reconstruct_task(make_task("topic", 32), None)
+    model, tok, pos, neg = _setup(tiny_llama)
+    scores = iter([0.5, 0.4, 0.3])  # the 2nd evaluation is worse: with patience 1 training stops at step 10
+
+    _, result = train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train,
+                             progress=False, checkpoint_dir=tmp_path / "ck",
+                             evaluate=lambda m: {"heldout_score": next(scores), "heldout_loss": 1.0})
+    assert result.steps == 10
+    assert load_checkpoint(tmp_path / "ck")["step"] == 5
+
+
 def test_early_stopping_keeps_the_best_weights_and_stops_on_a_plateau():
     """The 3rd evaluation is no better (its loss is less than 1% lower), the 4th's score is lower, the 5th has
     the best score with a loss 2% lower, and the 6th to 8th are no better: with patience 3 training stops

@@ -785,7 +785,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                     postfix.update(stopping.postfix())
                 bar.set_postfix(postfix)
                 if (checkpoint_dir is not None and int(train.checkpoint_every) and step % int(train.checkpoint_every) == 0
-                        and step < total and accelerator.is_main_process):
+                        and step < total and not stopped and accelerator.is_main_process):
                     save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
                                     step, losses, stopping, run_signature(lora, train, len(encoded)))
                 fault_point(f"step-{step}")
