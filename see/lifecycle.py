@@ -318,10 +318,10 @@ def _save_finished_attempt(file: Path, state: dict) -> None:
 def _load_finished_attempt(file: Path, signature: dict) -> dict:
     # weights_only: a file in a shared ensemble folder must not be able to run code
     state = torch.load(file, map_location="cpu", weights_only=True)
-    if state.get("signature") != signature:
-        changed = [f"{k}: {state['signature'].get(k)!r} -> {signature.get(k)!r}"
-                   for k in dict.fromkeys([*state["signature"], *signature])
-                   if state["signature"].get(k) != signature.get(k)]
+    saved = state.get("signature") or {}
+    if saved != signature:
+        changed = [f"{k}: {saved.get(k)!r} -> {signature.get(k)!r}" for k in dict.fromkeys([*saved, *signature])
+                   if saved.get(k) != signature.get(k)]
         raise ConfigError(f"cannot resume: the finished attempt was made with other settings ({'; '.join(changed)})",
                           file=file, hint="resume with the settings and ensemble of the interrupted run, or drop "
                                           "--resume to start over (the checkpoint stays until then)")
