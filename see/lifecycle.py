@@ -505,7 +505,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
         peft_model = result = live = None
         accelerator.free_memory()
         gc.collect()
-    if len(tried) == 1:
+    if len(tried) == 1 and live is not None:  # one attempt, trained now (not read back by --resume)
         return peft_model, result
     _, attempt, metrics, weights, kept_seed = best
     if live is None:  # the last restart failed: the best attempt's weights go into a fresh adapter on a fresh base

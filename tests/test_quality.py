@@ -223,7 +223,12 @@ def test_a_restart_that_diverges_leaves_the_first_attempt_standing(tiny_llama, t
     assert lora and all(torch.equal(saved[n], w) for n, w in lora.items())
 
 
-def test_resuming_during_a_restart_does_not_train_the_finished_attempt_again(tiny_llama, tmp_path, monkeypatch):
+@pytest.mark.parametrize("resume_overrides, retrained", [
+    ([], [1000]),
+    (["train.restarts=0"], []),  # the user gives up the restart: attempt 0, read back, becomes the expert
+])
+def test_resuming_during_a_restart_does_not_train_the_finished_attempt_again(tiny_llama, tmp_path, monkeypatch,
+                                                                            resume_overrides, retrained):
     """Interrupted in restart 1: --resume takes attempt 0's saved figures and weights and trains only the restart;
     with other settings it refuses, naming the saved attempt's file."""
     import torch
@@ -269,16 +274,18 @@ def test_resuming_during_a_restart_does_not_train_the_finished_attempt_again(tin
     seeds.clear()
     monkeypatch.setattr(lifecycle, "train_expert", interrupted)  # seeds is empty again: nothing interrupts now
     lines = []
-    rec = lifecycle.add_expert(path, "parity", task, overrides=FAST, resume=True, progress=False, log=lines.append)
-    assert seeds == [1000]  # only the restart trains
+    rec = lifecycle.add_expert(path, "parity", task, overrides=[*FAST, *resume_overrides], resume=True,
+                               progress=False, log=lines.append)
+    assert seeds == retrained  # attempt 0 is not trained again
     assert any("seed 0 finished before the interruption" in line for line in lines)
     assert not saved.exists()  # the staging folder, checkpoints included, goes once the expert is committed
-    assert [a["seed"] for a in rec.metrics["attempts"]] == [0, 1000]
+    assert [a["seed"] for a in rec.metrics["attempts"]] == [0, *retrained]
     from safetensors.torch import load_file
 
     assert rec.metrics["kept_seed"] == 0 and rec.metrics["heldout_score"] == 0.9
-    kept = trained[0]  # put back from the saved file into the restart's model
-    assert not all(torch.equal(kept[n], trained[1][n]) for n in kept)
+    kept = trained[0]  # put back from the saved file into the restart's model, or into a fresh adapter
+    if retrained:
+        assert not all(torch.equal(kept[n], trained[1][n]) for n in kept)
     adapter = load_file(path / rec.path / "adapter_model.safetensors")
     lora = {n.replace(".default", ""): w for n, w in kept.items() if "lora_" in n}
     assert lora and all(torch.equal(adapter[n], w) for n, w in lora.items())
