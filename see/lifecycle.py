@@ -30,7 +30,7 @@ from see.ensemble import Ensemble
 from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
 from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
 from see.experts.training import (TrainResult, check_lengths, load_trainable_weights, mixed_precision, new_adapter,
-                                  run_signature, train_expert, trainable_weights)
+                                  run_signature, signature_changes, train_expert, trainable_weights)
 from see.loading import ensemble_tokenizer, load_base, prompt_format
 from see.modeling import add_indicator_tokens, base_fingerprint, load_causal_lm, load_tokenizer, quiet_transformers, \
     resolve_model_ref
@@ -320,8 +320,7 @@ def _load_finished_attempt(file: Path, signature: dict) -> dict:
     state = torch.load(file, map_location="cpu", weights_only=True)
     saved = state.get("signature") or {}
     if saved != signature:
-        changed = [f"{k}: {saved.get(k)!r} -> {signature.get(k)!r}" for k in dict.fromkeys([*saved, *signature])
-                   if saved.get(k) != signature.get(k)]
+        changed = signature_changes(saved, signature)
         raise ConfigError(f"cannot resume: the finished attempt was made with other settings ({'; '.join(changed)})",
                           file=file, hint="resume with the settings and ensemble of the interrupted run, or drop "
                                           "--resume to start over (the checkpoint stays until then)")

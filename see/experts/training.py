@@ -585,6 +585,12 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
     return sig
 
 
+def signature_changes(saved: dict, current: dict) -> list[str]:
+    """``key: old -> new`` for each setting a saved run signature and the resuming run's disagree on."""
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in dict.fromkeys([*saved, *current])
+            if saved.get(k) != current.get(k)]
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "items"):
         return {k: _plain(v) for k, v in value.items()}
@@ -724,9 +730,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         state = load_checkpoint(checkpoint_dir)
         signature = run_signature(lora, train, len(encoded))
         if state is not None and state.get("signature") not in (None, signature):
-            changed = [f"{k}: {state['signature'].get(k)!r} -> {signature.get(k)!r}"
-                       for k in dict.fromkeys([*state["signature"], *signature])
-                       if state["signature"].get(k) != signature.get(k)]
+            changed = signature_changes(state["signature"], signature)
             data_changed = state["signature"].get("training examples") != signature["training examples"]
             raise ConfigError(f"cannot resume: the checkpoint was made with other settings ({'; '.join(changed)})"
                               + ("; the task or its negatives differ (an expert added since changes the "
