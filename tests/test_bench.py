@@ -53,6 +53,8 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
     cell = json.loads((out / "cells" / "see" / "seed0" / "r1_1.json").read_text())
     assert len(cell["scores"]) == cell["n"] == 6
     assert sum(cell["scores"]) / 6 == pytest.approx(cell["score"], abs=1e-3)
+    # and every answer, in query order (the examples are the first five)
+    assert len(cell["answers"]) == 6 and cell["answers"][:5] == [e["answer"] for e in cell["examples"]]
 
     # a rerun computes nothing: every cell exists (answering would now fail)
     from see.bench import methods

@@ -59,6 +59,8 @@ def _cell_value(answers: list[Answer], task, metric: str) -> dict:
     # per-query scores let the report pair two methods query by query (see metrics.paired_difference)
     return {"score": sum(scores) / len(scores), "n": len(scores), "metric": metric,
             "scores": [round(x, 4) for x in scores], "chosen": [a.chosen for a in answers],
+            # every answer, so that a gap between two methods can be read label by label after the run
+            "answers": [a.text[:200] for a in answers],
             "ood_score": [a.score for a in answers],
             "examples": [{"input": ex.input[:200], "answer": a.text[:200], "gold": list(ex.outputs)[:3]}
                          for a, ex in list(zip(answers, task.examples))[:5]]}
