@@ -194,9 +194,10 @@ class ReconstructionConfig:
     negative_ratio: float = setting(0.2, "rehearsal negatives as a share of positives", low=0)
     min_negatives_per_task: int = setting(30, "at least this many negatives from each earlier task (up to what it "
                                               "kept): with a few, a new expert takes older tasks' queries", low=0)
-    general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); none: the pool "
-                                                     "shipped in `see/negatives` (on the embedded base, together "
-                                                     "with the generated pool); `none` disables them")
+    general_negatives: Optional[str] = setting(None, "file of general negatives (inputs only); unset (null, the "
+                                                     "default): the pool shipped in `see/negatives` (on the "
+                                                     "embedded base, together with the generated pool); the word "
+                                                     "`none` disables them")
     general_negative_ratio: float = setting(1.0, "general negatives as a share of positives: as many as the task "
                                                  "has examples, so that rejecting is learned as well as answering",
                                             low=0)
