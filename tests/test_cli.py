@@ -14,6 +14,37 @@ def test_every_command_has_help(command):
     assert r.returncode == 0 and "usage: see " + command in r.stdout
 
 
+def test_readme_synopsis_lists_every_command_and_option():
+    """The README's command synopsis is checked against the parser, so a new option cannot go undocumented."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from see.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Command line"):]
+    block = section[section.index("```bash") + len("```bash"):section.index("```", section.index("```bash") + 7)]
+    synopsis: dict[str, str] = {}
+    name = None
+    for line in block.splitlines():
+        m = re.match(r"see (\S+)", line)
+        if m:
+            name = m.group(1)
+        if name and line.strip():
+            synopsis[name] = synopsis.get(name, "") + " " + line
+    parser, takes_overrides = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(synopsis) == set(sub.choices)
+    for command, p in sub.choices.items():
+        # each option's first long spelling (later ones are aliases kept for old scripts)
+        options = {next(o for o in a.option_strings if o.startswith("--")) for a in p._actions
+                   if a.option_strings and a.dest != "help"}
+        missing = {o for o in options if not re.search(re.escape(o) + r"(?![\w-])", synopsis[command])}
+        assert not missing, f"README synopsis of `see {command}` lacks {sorted(missing)}"
+        assert ("key=value" in synopsis[command]) == (command in takes_overrides), command
+
+
 @pytest.fixture(scope="module")
 def cli_ensemble(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
