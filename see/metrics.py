@@ -148,6 +148,19 @@ def routing_confusion(true_tasks: Sequence[str], chosen: Sequence[str | None], l
     return C
 
 
+def answer_confusion(gold: Sequence[str], answers: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Counts C[g][a]: queries whose gold answer is labels[g] answered labels[a], both compared as exact match
+    compares them (``normalize_answer``); the last column counts answers that are none of the labels."""
+    index = {normalize_answer(name): k for k, name in enumerate(labels)}
+    C = [[0] * (len(labels) + 1) for _ in labels]
+    for g, a in zip(gold, answers, strict=True):
+        row = index.get(normalize_answer(g))
+        if row is None:
+            raise ValueError(f"gold answer {g!r} is not one of the labels")
+        C[row][index.get(normalize_answer(a), len(labels))] += 1
+    return C
+
+
 def routing_accuracy(true_tasks: Sequence[str], chosen: Sequence[str | None]) -> float | None:
     """Share of queries answered by their own task's expert."""
     if not true_tasks:

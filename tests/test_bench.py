@@ -349,6 +349,46 @@ def test_compare_cells_pairs_one_task_across_runs_by_query(tmp_path):
         module.main(["--seeds", "0", "--reference", "arm", "--arm", "arm=folder-only"])
 
 
+def test_answer_confusion_counts_gold_against_answers():
+    """Hand-computed: gold a, a, b, b, b; answers a, b, b, B (normalised to b), zzz (none of the labels)."""
+    from see.metrics import answer_confusion
+
+    assert answer_confusion(["a", "a", "b", "b", "b"], ["a", "b", "b", "B.", "zzz"], ["a", "b"]) == [[1, 1, 0],
+                                                                                                   [0, 2, 1]]
+    with pytest.raises(ValueError):  # a gold answer outside the labels is a caller's mistake, not "other"
+        answer_confusion(["c"], ["a"], ["a", "b"])
+    with pytest.raises(ValueError):  # one answer per gold answer
+        answer_confusion(["a", "b"], ["a"], ["a", "b"])
+
+
+def test_answer_confusion_script_reads_a_runs_cell_against_its_test_queries(tmp_path, tiny_llama):
+    """The script reloads the run's test queries by seed; a cell that answers every query right but the first
+    (given another label) puts that one off the diagonal and the rest on it."""
+    from see.bench.config import load_bench_config
+    from see.bench.runner import Cells, _stream
+
+    module = _benchmark_script("answer_confusion")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(_config(tmp_path, tiny_llama).read_text())
+    gold = [ex.outputs[0] for ex in _stream(load_bench_config(run / "config.yaml"), 0, [])[0].test.examples]
+    labels = sorted(set(gold))
+    assert len(labels) >= 2
+    wrong = next(g for g in labels if g != gold[0])
+    answers = [wrong] + gold[1:]
+    Cells(run).put({"score": (len(gold) - 1) / len(gold), "answers": answers}, "see", 0, 1, 0)
+    table = module.main([str(run), "--method", "see", "--seed", "0", "--row", "1", "--task", "sentiment"])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table.splitlines()[2:]}
+    assert int(rows[gold[0]][labels.index(wrong)]) == 1
+    assert rows[gold[0]][-1].rstrip(" |") == f"{gold.count(gold[0]) - 1} of {gold.count(gold[0])}"
+    assert sum(int(rows[g][k]) for k, g in enumerate(labels)) == len(gold) - 1
+    with pytest.raises(SystemExit):  # a cell without stored answers
+        Cells(run).put({"score": 1.0}, "oracle", 0, 1, 0)
+        module.main([str(run), "--method", "oracle", "--seed", "0", "--row", "1", "--task", "sentiment"])
+    with pytest.raises(SystemExit):  # a task outside the run's stream
+        module.main([str(run), "--method", "see", "--seed", "0", "--row", "1", "--task", "yelp"])
+
+
 def test_split_batches_times_the_first_expert_with_and_without_sub_batches(tmp_path, tiny_llama):
     """Both arms add the stream's first expert as the bench does (its negatives included) for --steps steps,
     alternating; the report and record give each run's seconds per step and the ratio of the medians."""
