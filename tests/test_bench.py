@@ -349,6 +349,35 @@ def test_compare_cells_pairs_one_task_across_runs_by_query(tmp_path):
         module.main(["--seeds", "0", "--reference", "arm", "--arm", "arm=folder-only"])
 
 
+def test_order_effects_pairs_seeds_and_matches_tasks_by_name(tmp_path):
+    """Hand-computed: order A (x, y) R = [[.8, 0], [.6, .9]], AP .75, BWT -.2; order B (y, x) R = [[.7, 0],
+    [.5, .8]], AP .65, BWT -.2. B - A on AP is -10 points; task x is first in A (own .8, last .6) and second
+    in B (own and last .8); y is second in A (.9, .9) and first in B (own .7, last .5). Seed 1 is counted in
+    A only, so it is left out."""
+    module = _benchmark_script("order_effects")
+
+    def report(folder, tasks, R, ap, bwt, seeds):
+        per_seed = {str(s): {"R": R, "AP": ap, "BWT": bwt} for s in seeds}
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "results.json").write_text(json.dumps(
+            {"tasks": tasks, "methods": {"see": {"per_seed": per_seed, "seeds_counted": seeds}}}))
+
+    report("a", ["x", "y"], [[0.8, 0.0], [0.6, 0.9]], 0.75, -0.2, [0, 1])
+    report("b", ["y", "x"], [[0.7, 0.0], [0.5, 0.8]], 0.65, -0.2, [0])
+    text = module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o.md")])
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[1:-1]]
+            for line in text.splitlines() if line.startswith("| see")}
+    assert rows[("see", "0")][2:] == ["75.0 ± 0.0", "65.0 ± 0.0", "-10.0 (-10.0)", "-20.0 ± 0.0", "-20.0 ± 0.0"]
+    assert rows[("see", "x")][2:] == ["1, 2", "80.0 ± 0.0", "80.0 ± 0.0", "60.0 ± 0.0", "80.0 ± 0.0"]
+    assert rows[("see", "y")][2:] == ["2, 1", "90.0 ± 0.0", "70.0 ± 0.0", "90.0 ± 0.0", "50.0 ± 0.0"]
+    assert (tmp_path / "o.md").read_text() == text
+    report("c", ["x", "z"], [[0.8, 0.0], [0.6, 0.9]], 0.75, -0.2, [0])
+    with pytest.raises(SystemExit):  # not the same tasks
+        module.main([str(tmp_path / "a"), str(tmp_path / "c")])
+    with pytest.raises(SystemExit):  # no report there
+        module.main([str(tmp_path / "a"), str(tmp_path / "missing")])
+
+
 def test_answer_confusion_counts_gold_against_answers():
     """Hand-computed: gold a, a, b, b, b; answers a, b, b, B (normalised to b), zzz (none of the labels)."""
     from see.metrics import answer_confusion
