@@ -2,7 +2,7 @@
 
 Two bench reports over the same tasks in different orders (``cl-standard.yaml`` and
 ``cl-standard-order2.yaml``) each give AP and BWT per seed. What differs between them is the order alone, so
-this pairs each method's seeds that both reports counted (a seed counts once all its cells are done) and
+this pairs each method's seeds that both reports have complete (every cell of the seed done) and
 gives the difference, order B minus order A, per seed and on the mean. Tasks are matched by name, not by
 position: per task it gives the score right after the task's own training (R[j][j]) and at the end of the
 stream (the last row), in each order.
@@ -23,7 +23,7 @@ def _by_task(R: list[list[float]], tasks: list[str]) -> dict[str, tuple[float, f
 
 
 def order_effect(a: dict, b: dict, method: str) -> dict | None:
-    """One method's AP and BWT in orders A and B over the seeds both counted, and per task (by name) its
+    """One method's AP and BWT in orders A and B over the seeds complete in both, and per task (by name) its
     scores in each order, each a list over those seeds (fractions, as the reports store them)."""
     from see.metrics import mean_and_spread
 
@@ -32,7 +32,10 @@ def order_effect(a: dict, b: dict, method: str) -> dict | None:
     ma, mb = a["methods"].get(method), b["methods"].get(method)
     if ma is None or mb is None:
         return None
-    seeds = [s for s in ma.get("seeds_counted", []) if s in mb.get("seeds_counted", [])]
+    def complete(m: dict) -> set[str]:
+        return {s for s, row in m["per_seed"].items() if row.get("complete")}
+
+    seeds = sorted(int(s) for s in complete(ma) & complete(mb))
     if not seeds:
         return None
     out: dict = {"seeds": seeds}
@@ -60,7 +63,7 @@ def _fmt(values: list[float | None]) -> str:
 
 def table(a: dict, b: dict, methods: list[str], label_a: str, label_b: str) -> str:
     lines = [f"Order A: {label_a} ({' → '.join(a['tasks'])}). Order B: {label_b} ({' → '.join(b['tasks'])}).",
-             "Mean ± std over the seeds both reports counted; B − A is paired by seed.", "",
+             "Mean ± std over the seeds complete in both reports; B − A is paired by seed.", "",
              "| method | seeds | AP, A | AP, B | AP, B − A | BWT, A | BWT, B |", "|---|---|---|---|---|---|---|"]
     effects = {m: order_effect(a, b, m) for m in methods}
     for m, e in effects.items():

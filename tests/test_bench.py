@@ -352,15 +352,16 @@ def test_compare_cells_pairs_one_task_across_runs_by_query(tmp_path):
 def test_order_effects_pairs_seeds_and_matches_tasks_by_name(tmp_path):
     """Hand-computed: order A (x, y) R = [[.8, 0], [.6, .9]], AP .75, BWT -.2; order B (y, x) R = [[.7, 0],
     [.5, .8]], AP .65, BWT -.2. B - A on AP is -10 points; task x is first in A (own .8, last .6) and second
-    in B (own and last .8); y is second in A (.9, .9) and first in B (own .7, last .5). Seed 1 is counted in
-    A only, so it is left out."""
+    in B (own and last .8); y is second in A (.9, .9) and first in B (own .7, last .5). Seed 1 is complete in
+    A only and seed 2 in neither, so both are left out."""
     module = _benchmark_script("order_effects")
 
     def report(folder, tasks, R, ap, bwt, seeds):
-        per_seed = {str(s): {"R": R, "AP": ap, "BWT": bwt} for s in seeds}
+        per_seed = {str(s): {"R": R, "AP": ap, "BWT": bwt, "complete": True} for s in seeds}
+        per_seed["2"] = {"R": R, "AP": None, "BWT": None, "complete": False}  # cells missing in both
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "results.json").write_text(json.dumps(
-            {"tasks": tasks, "methods": {"see": {"per_seed": per_seed, "seeds_counted": seeds}}}))
+            {"tasks": tasks, "methods": {"see": {"per_seed": per_seed, "seeds_counted": seeds + [2]}}}))
 
     report("a", ["x", "y"], [[0.8, 0.0], [0.6, 0.9]], 0.75, -0.2, [0, 1])
     report("b", ["y", "x"], [[0.7, 0.0], [0.5, 0.8]], 0.65, -0.2, [0])
