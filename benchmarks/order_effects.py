@@ -45,9 +45,10 @@ def order_effect(a: dict, b: dict, method: str) -> dict | None:
         d = [y - x if x is not None and y is not None else None for x, y in zip(va, vb)]
         out[metric] = {"A": va, "B": vb, "B-A": d, "B-A mean": mean_and_spread(d)}
     out["tasks"] = {}
+    by_a = [_by_task(ma["per_seed"][str(s)]["R"], a["tasks"]) for s in seeds]
+    by_b = [_by_task(mb["per_seed"][str(s)]["R"], b["tasks"]) for s in seeds]
     for t in a["tasks"]:
-        ta = [_by_task(ma["per_seed"][str(s)]["R"], a["tasks"])[t] for s in seeds]
-        tb = [_by_task(mb["per_seed"][str(s)]["R"], b["tasks"])[t] for s in seeds]
+        ta, tb = [d[t] for d in by_a], [d[t] for d in by_b]
         out["tasks"][t] = {"position": (a["tasks"].index(t) + 1, b["tasks"].index(t) + 1),
                            "own A": [x[0] for x in ta], "own B": [x[0] for x in tb],
                            "last A": [x[1] for x in ta], "last B": [x[1] for x in tb]}
