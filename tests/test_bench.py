@@ -286,10 +286,42 @@ def _benchmark_script(name: str):
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_skill_probes_state_true_answers_and_read_a_task_file(tmp_path):
+    module = _benchmark_script("embedded-base/probe_skills")
+    table = module.probes(20, seed=5)
+    for prompt, answer in table["sum"]:
+        a, b = prompt.rstrip(" =").split(" + ")
+        assert int(a) + int(b) == int(answer)
+    for prompt, answer in table["difference"]:
+        a, b = prompt.rstrip(" =").split(" - ")
+        assert int(a) - int(b) == int(answer) >= 0
+    assert all(prompt == f"{answer[::-1]} reversed is" for prompt, answer in table["reversal"])
+    task = tmp_path / "reverse.jsonl"
+    task.write_text('{"input": "Spell falcon backwards", "output": "noclaf"}\n\n{"input": "x", "output": "ab"}\n')
+    assert module.words_probe(task) == [("falcon reversed is", "noclaf"), ("ba reversed is", "ab")]
+
+
+def test_arithmetic_only_batches_target_the_answer_alone():
+    import random
+
+    module = _benchmark_script("embedded-base/arithmetic_only")
+    rng = random.Random(0)
+    for _ in range(50):
+        question, answer = module.problem(rng)
+        a, op, b = question[:-1].partition("+") if "+" in question else question[:-1].partition("-")
+        assert int(answer) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+    x, y = module.batch(random.Random(1), 4)
+    for row, labels in zip(x.tolist(), y.tolist()):
+        equals = row.index(module.INDEX["="])
+        assert all(label == -100 for label in labels[:equals + 1])
+        end = labels.index(module.EOS)
+        assert labels[equals + 1:end] == row[equals + 1:end] and all(label == -100 for label in labels[end + 1:])
 
 
 @pytest.mark.parametrize("metric,majority,zero_shot,needed", [

@@ -7,6 +7,11 @@ Greedy continuations of prompts in the pretraining statements' own form (``345 +
 the first word of the continuation. A LoRA expert maps a user's wording onto a skill the base
 already has; when this probe reads 0%, an expert for sums or reversed words has nothing to map onto
 (see README.md here).
+
+``--words FILE`` adds ``reversal_words``: the same reversal prompt for each row's ``output`` of a
+reverse-a-word task file (JSONL), read back to the word it reverses. Random strings split into
+one- and two-letter tokens; a user's real words split into longer ones, which a base must spell
+before it can reverse them.
 """
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ import json
 import random
 import string
 from pathlib import Path
+
+
+def words_probe(path: Path) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(f"{row['output'][::-1]} reversed is", row["output"]) for row in rows]
 
 
 def probes(n: int, seed: int) -> dict[str, list[tuple[str, str]]]:
@@ -38,12 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n", type=int, default=100, help="prompts per skill")
     p.add_argument("--seed", type=int, default=1234, help="operands' seed (not the pretraining corpus's)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--words", type=Path, default=None,
+                   help="a reverse-a-word task (JSONL with `output`): also probe reversal of its words")
     args = p.parse_args(argv)
 
     tok = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForCausalLM.from_pretrained(args.base).eval()
     result: dict = {"base": str(args.base), "n": args.n, "seed": args.seed, "exact_match": {}, "examples": {}}
-    for skill, pairs in probes(args.n, args.seed).items():
+    table = probes(args.n, args.seed)
+    if args.words is not None:
+        table["reversal_words"] = words_probe(args.words)
+        result["words"] = str(args.words)
+    for skill, pairs in table.items():
         right = 0
         for i, (prompt, answer) in enumerate(pairs):
             ids = tok(prompt, return_tensors="pt")
