@@ -66,7 +66,9 @@ def test_generator_still_yields_the_corpus_the_committed_base_saw():
     info = json.loads((BASE_DIR / "build_info.json").read_text())
     corpus = pretraining_corpus(info["args"]["statements"], seed=info["args"]["seed"],
                                 generic_share=info["args"]["generic_share"],
-                                skill_share=info["args"].get("skill_share", 0.0))
+                                skill_share=info["args"].get("skill_share", 0.0),
+                                arithmetic_share=info["args"].get("arithmetic_share", 0.5),
+                                answer_last=info["args"].get("answer_last", False))
     assert corpus_sha256(corpus) == info["corpus_sha256"]
 
 
@@ -99,3 +101,25 @@ def test_skill_statements_state_true_facts_and_never_the_task_format():
     mixed = pretraining_corpus(2000, generic_share=0.5, skill_share=0.5)
     assert 0.1 < sum(bool(re.search(r" = \d+$| leaves \d+ \.$| makes \d+ \.$| sum of | take away ", t))
                       for t in mixed) / len(mixed) < 0.15  # generic 0.5 x skills 0.5 x arithmetic 0.5
+
+
+def test_answer_last_states_every_result_after_its_operands():
+    import random
+    import re
+
+    from see.embedded.build_base import pretraining_corpus, skill_statement
+
+    rng = random.Random(5)
+    arithmetic = 0
+    for _ in range(2000):
+        text = skill_statement(rng, arithmetic_share=0.9, answer_last=True)
+        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        if len(numbers) == 3:
+            a, b, c = numbers
+            assert c in (a + b, a - b) and text.endswith((f"{c}", f"{c} .")), text
+            arithmetic += 1
+    assert 0.85 < arithmetic / 2000 < 0.95
+    # the defaults keep the corpus of the bases built before the options
+    assert pretraining_corpus(800, skill_share=0.5) == pretraining_corpus(800, skill_share=0.5, arithmetic_share=0.5,
+                                                                          answer_last=False)
+    assert pretraining_corpus(800, skill_share=0.5) != pretraining_corpus(800, skill_share=0.5, answer_last=True)

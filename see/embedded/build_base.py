@@ -73,24 +73,31 @@ def _number(rng: random.Random) -> int:
     return rng.randint(0, 10 ** rng.randint(1, 4) - 1)
 
 
-def skill_statement(rng: random.Random) -> str:
+def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_last: bool = False) -> str:
     """Sums, differences and operations on a random string's letters, stated as facts.
 
     Web text teaches every pretrained LM some arithmetic and some letter play; a LoRA then only has to
     map a user's wording onto the skill. Without them the embedded base had nothing to map onto: experts
     for sums and reversed words memorised training answers (held-out exact match 0% and 43%). The
-    phrasings here are statements, never questions or the instruction/answer format experts learn."""
+    phrasings here are statements, never questions or the instruction/answer format experts learn.
+
+    ``answer_last`` states every sum and difference after its operands: a left-to-right model can compute
+    ``345 + 27 = 372`` but can only guess ``372 is the sum of 345 and 27``, and a third of the arithmetic
+    of the first skills base (``--skill-share 0.7``, 24% of sums right) was in that answer-first form.
+    The defaults reproduce the corpus of the bases built before these options."""
     kind = rng.random()
-    if kind < 0.5:
+    if kind < arithmetic_share:
         a, b = _number(rng), _number(rng)
         if rng.random() < 0.5:
-            return rng.choice(["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."]).format(
-                a=a, b=b, c=a + b)
+            forms = (["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "the sum of {a} and {b} is {c} ."] if answer_last
+                     else ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."])
+            return rng.choice(forms).format(a=a, b=b, c=a + b)
         a, b = max(a, b), min(a, b)
-        return rng.choice(["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."]).format(
-            a=a, b=b, c=a - b)
+        forms = (["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{a} take away {b} is {c} ."] if answer_last
+                 else ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."])
+        return rng.choice(forms).format(a=a, b=b, c=a - b)
     word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
-    if kind < 0.75:
+    if kind < arithmetic_share + (1 - arithmetic_share) / 2:
         return rng.choice(["{w} reversed is {r} .", "{r} is {w} read from the end .", "{w} <-> {r}"]).format(
             w=word, r=word[::-1])
     letter = rng.choice(word)
@@ -101,14 +108,17 @@ def skill_statement(rng: random.Random) -> str:
 
 
 def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 0.3,
-                       skill_share: float = 0.0) -> list[str]:
+                       skill_share: float = 0.0, arithmetic_share: float = 0.5, answer_last: bool = False) -> list[str]:
     """The families' statements, each replaced with probability ``generic_share`` by a generic one, of which
-    a share ``skill_share`` are :func:`skill_statement` (0 gives the corpus of bases built before them)."""
+    a share ``skill_share`` are :func:`skill_statement` (0 gives the corpus of bases built before them), of
+    which a share ``arithmetic_share`` are sums and differences."""
     rng = random.Random(f"generic/{seed}")
     skills = random.Random(f"skills/{seed}")
 
     def generic() -> str:
-        return skill_statement(skills) if skill_share and skills.random() < skill_share else generic_statement(rng)
+        if skill_share and skills.random() < skill_share:
+            return skill_statement(skills, arithmetic_share=arithmetic_share, answer_last=answer_last)
+        return generic_statement(rng)
 
     return [generic() if rng.random() < generic_share else text for text in pretraining_text(n_statements, seed=seed)]
 
@@ -177,6 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="share of statements replaced by generic text (copying, spelling, skills); 0 gives the old corpus")
     p.add_argument("--skill-share", type=float, default=0.0,
                    help="share of the generic text that states sums, differences and letter operations")
+    p.add_argument("--arithmetic-share", type=float, default=0.5,
+                   help="share of the skill statements that are sums and differences (the rest: letter operations)")
+    p.add_argument("--answer-last", action="store_true",
+                   help="state every sum and difference after its operands (no '372 is the sum of 345 and 27')")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -194,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     rng = random.Random(args.seed)
     start = time.time()
     corpus = pretraining_corpus(args.statements, seed=args.seed, generic_share=args.generic_share,
-                                skill_share=args.skill_share)
+                                skill_share=args.skill_share, arithmetic_share=args.arithmetic_share,
+                                answer_last=args.answer_last)
     tokenizer = build_tokenizer(corpus, args.vocab_size)
     model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.intermediate, 2 * args.block)
     data = pack(tokenizer, corpus, args.block, rng)
