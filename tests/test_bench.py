@@ -305,6 +305,11 @@ def test_skill_probes_state_true_answers_and_read_a_task_file(tmp_path):
     task = tmp_path / "reverse.jsonl"
     task.write_text('{"input": "Spell falcon backwards", "output": "noclaf"}\n\n{"input": "x", "output": "ab"}\n')
     assert module.words_probe(task) == [("falcon reversed is", "noclaf"), ("ba reversed is", "ab")]
+    numbers = tmp_path / "subtract.csv"
+    numbers.write_text("input,output\nTake 591 away from 635,44\n982-652=,330\n")
+    assert module.operands_probe(numbers, "difference") == [("635 - 591 =", "44"), ("982 - 652 =", "330")]
+    assert module.operands_probe(numbers, "sum")[0] == ("591 + 635 =", "44")
+    assert [module.first_word(t) for t in ["372\nthe sum", "372 . the", " ahly .", "", "\n"]] == ["372", "372", "ahly", "", ""]
 
 
 def test_arithmetic_only_batches_target_the_answer_alone():

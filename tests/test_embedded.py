@@ -68,7 +68,8 @@ def test_generator_still_yields_the_corpus_the_committed_base_saw():
                                 generic_share=info["args"]["generic_share"],
                                 skill_share=info["args"].get("skill_share", 0.0),
                                 arithmetic_share=info["args"].get("arithmetic_share", 0.5),
-                                answer_last=info["args"].get("answer_last", False))
+                                answer_last=info["args"].get("answer_last", False),
+                                answer_gap=info["args"].get("answer_gap", 0))
     assert corpus_sha256(corpus) == info["corpus_sha256"]
 
 
@@ -119,6 +120,12 @@ def test_answer_last_states_every_result_after_its_operands():
             assert c in (a + b, a - b) and text.endswith((f"{c}", f"{c} .")), text
             arithmetic += 1
     assert 0.85 < arithmetic / 2000 < 0.95
+    # a gap puts filler between the operands and the result, never another number
+    gapped = [skill_statement(rng, arithmetic_share=1.0, answer_last=True, answer_gap=4) for _ in range(500)]
+    for text in gapped:
+        a, b, c = (int(n) for n in re.findall(r"\d+", text))
+        assert c in (a + b, a - b) and text.rstrip(" .").endswith(str(c)), text
+    assert sum("\n" in t or " so " in t or " then " in t for t in gapped) > 100
     # the defaults keep the corpus of the bases built before the options
     assert pretraining_corpus(800, skill_share=0.5) == pretraining_corpus(800, skill_share=0.5, arithmetic_share=0.5,
                                                                           answer_last=False)

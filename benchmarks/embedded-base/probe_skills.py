@@ -8,8 +8,11 @@ the first word of the continuation. A LoRA expert maps a user's wording onto a s
 already has; when this probe reads 0%, an expert for sums or reversed words has nothing to map onto
 (see README.md here).
 
+``--sums FILE`` and ``--differences FILE`` add ``sum_task`` and ``difference_task``: the operands of an
+add or subtract task's queries (any format ``see add-expert`` reads), asked in the form above.
+
 ``--words FILE`` adds ``reversal_words``: the same reversal prompt for each row's ``output`` of a
-reverse-a-word task file (JSONL), read back to the word it reverses. Random strings split into
+reverse-a-word task file, read back to the word it reverses. Random strings split into
 one- and two-letter tokens; a user's real words split into longer ones, which a base must spell
 before it can reverse them.
 """
@@ -22,9 +25,33 @@ import string
 from pathlib import Path
 
 
+def first_word(continuation: str) -> str:
+    """The answer a continuation gives. Any whitespace ends it: pretraining packs statements with spaces
+    or newlines, so a base that is right writes ``372\nthe sum`` as often as ``372 the sum``."""
+    words = continuation.split()
+    return words[0] if words else ""
+
+
 def words_probe(path: Path) -> list[tuple[str, str]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(f"{row['output'][::-1]} reversed is", row["output"]) for row in rows]
+    from see.data import load_task
+
+    return [(f"{ex.outputs[0][::-1]} reversed is", ex.outputs[0]) for ex in load_task(path).examples]
+
+
+def operands_probe(path: Path, op: str) -> list[tuple[str, str]]:
+    """The operands of an add or subtract task's queries, asked in the base's own form (``635 - 591 =``)
+    against the task's answer. Set beside the task's expert, this tells a base that cannot compute from
+    an expert that does not use what its base computes."""
+    import re
+
+    from see.data import load_task
+
+    pairs = []
+    for example in load_task(path).examples:
+        a, b = (int(n) for n in re.findall(r"\d+", example.input)[:2])
+        prompt = f"{a} + {b} =" if op == "sum" else f"{max(a, b)} - {min(a, b)} ="
+        pairs.append((prompt, example.outputs[0]))
+    return pairs
 
 
 def probes(n: int, seed: int) -> dict[str, list[tuple[str, str]]]:
@@ -50,6 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--words", type=Path, default=None,
                    help="a reverse-a-word task (JSONL with `output`): also probe reversal of its words")
+    p.add_argument("--sums", type=Path, default=None,
+                   help="an add-two-numbers task file: also probe its operands in the base's form (`sum_task`)")
+    p.add_argument("--differences", type=Path, default=None,
+                   help="a subtract task file: also probe its operands in the base's form (`difference_task`)")
     args = p.parse_args(argv)
 
     tok = AutoTokenizer.from_pretrained(args.base)
@@ -59,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.words is not None:
         table["reversal_words"] = words_probe(args.words)
         result["words"] = str(args.words)
+    for op, path in (("sum", args.sums), ("difference", args.differences)):
+        if path is not None:
+            table[f"{op}_task"] = operands_probe(path, op)
+            result[f"{op}_task"] = str(path)
     for skill, pairs in table.items():
         right = 0
         for i, (prompt, answer) in enumerate(pairs):
@@ -66,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.no_grad():
                 out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
             text = tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-            got = text.split(" ")[0] if text else ""
+            got = first_word(text)
             right += got == answer
             if i < 3:
                 result["examples"].setdefault(skill, []).append({"prompt": prompt, "answer": answer, "got": text})

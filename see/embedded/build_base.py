@@ -73,7 +73,15 @@ def _number(rng: random.Random) -> int:
     return rng.randint(0, 10 ** rng.randint(1, 4) - 1)
 
 
-def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_last: bool = False) -> str:
+def _gap(rng: random.Random, most: int) -> str:
+    """Up to ``most`` filler words or line breaks, the gap a prompt template leaves before an answer."""
+    # letters only: a number in the gap would be a third operand
+    word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 7)))
+    return "".join(rng.choice([" so", " then", " ,", " :", "\n", " " + word]) for _ in range(rng.randint(0, most)))
+
+
+def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_last: bool = False,
+                    answer_gap: int = 0) -> str:
     """Sums, differences and operations on a random string's letters, stated as facts.
 
     Web text teaches every pretrained LM some arithmetic and some letter play; a LoRA then only has to
@@ -84,6 +92,12 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
     ``answer_last`` states every sum and difference after its operands: a left-to-right model can compute
     ``345 + 27 = 372`` but can only guess ``372 is the sum of 345 and 27``, and a third of the arithmetic
     of the first skills base (``--skill-share 0.7``, 24% of sums right) was in that answer-first form.
+    ``answer_gap`` puts up to that many filler words between a sum's or difference's operands and its
+    result. An expert's answer comes after the template (``\nAnswer: <<pos>>``), four tokens further from
+    the operands than in ``345 + 27 = 372``; a base that only ever saw the result right after ``=``
+    computed 79% of the add task's sums in that form, and an expert on it 0% of the same sums (77% with
+    the template ``{input}``, benchmarks/embedded-base/README.md).
+
     The defaults reproduce the corpus of the bases built before these options."""
     kind = rng.random()
     if kind < arithmetic_share:
@@ -91,11 +105,17 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
         if rng.random() < 0.5:
             forms = (["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "the sum of {a} and {b} is {c} ."] if answer_last
                      else ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."])
-            return rng.choice(forms).format(a=a, b=b, c=a + b)
+            form = rng.choice(forms)
+            if answer_gap:
+                form = form.replace(" {c}", _gap(rng, answer_gap) + " {c}")
+            return form.format(a=a, b=b, c=a + b)
         a, b = max(a, b), min(a, b)
         forms = (["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{a} take away {b} is {c} ."] if answer_last
                  else ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."])
-        return rng.choice(forms).format(a=a, b=b, c=a - b)
+        form = rng.choice(forms)
+        if answer_gap:
+            form = form.replace(" {c}", _gap(rng, answer_gap) + " {c}")
+        return form.format(a=a, b=b, c=a - b)
     word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
     if kind < arithmetic_share + (1 - arithmetic_share) / 2:
         return rng.choice(["{w} reversed is {r} .", "{r} is {w} read from the end .", "{w} <-> {r}"]).format(
@@ -108,7 +128,8 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
 
 
 def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 0.3,
-                       skill_share: float = 0.0, arithmetic_share: float = 0.5, answer_last: bool = False) -> list[str]:
+                       skill_share: float = 0.0, arithmetic_share: float = 0.5, answer_last: bool = False,
+                       answer_gap: int = 0) -> list[str]:
     """The families' statements, each replaced with probability ``generic_share`` by a generic one, of which
     a share ``skill_share`` are :func:`skill_statement` (0 gives the corpus of bases built before them), of
     which a share ``arithmetic_share`` are sums and differences."""
@@ -117,7 +138,8 @@ def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 
 
     def generic() -> str:
         if skill_share and skills.random() < skill_share:
-            return skill_statement(skills, arithmetic_share=arithmetic_share, answer_last=answer_last)
+            return skill_statement(skills, arithmetic_share=arithmetic_share, answer_last=answer_last,
+                                   answer_gap=answer_gap)
         return generic_statement(rng)
 
     return [generic() if rng.random() < generic_share else text for text in pretraining_text(n_statements, seed=seed)]
@@ -191,6 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="share of the skill statements that are sums and differences (the rest: letter operations)")
     p.add_argument("--answer-last", action="store_true",
                    help="state every sum and difference after its operands (no '372 is the sum of 345 and 27')")
+    p.add_argument("--answer-gap", type=int, default=0,
+                   help="up to this many filler words between a sum's or difference's operands and its result")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -209,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     corpus = pretraining_corpus(args.statements, seed=args.seed, generic_share=args.generic_share,
                                 skill_share=args.skill_share, arithmetic_share=args.arithmetic_share,
-                                answer_last=args.answer_last)
+                                answer_last=args.answer_last, answer_gap=args.answer_gap)
     tokenizer = build_tokenizer(corpus, args.vocab_size)
     model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.intermediate, 2 * args.block)
     data = pack(tokenizer, corpus, args.block, rng)
