@@ -38,20 +38,21 @@ def words_probe(path: Path) -> list[tuple[str, str]]:
     return [(f"{ex.outputs[0][::-1]} reversed is", ex.outputs[0]) for ex in load_task(path).examples]
 
 
-def operands_probe(path: Path, op: str) -> list[tuple[str, str]]:
-    """The operands of an add or subtract task's queries, asked in the base's own form (``635 - 591 =``)
-    against the task's answer. Set beside the task's expert, this tells a base that cannot compute from
-    an expert that does not use what its base computes."""
+def base_form(query: str, op: str) -> str:
+    """A sum's or difference's first two numbers in the form pretraining states them (``635 - 591 =``)."""
     import re
 
+    a, b = (int(n) for n in re.findall(r"\d+", query)[:2])
+    return f"{a} + {b} =" if op == "sum" else f"{max(a, b)} - {min(a, b)} ="
+
+
+def operands_probe(path: Path, op: str) -> list[tuple[str, str]]:
+    """The operands of an add or subtract task's queries, asked in the base's own form against the task's
+    answer. Set beside the task's expert, this tells a base that cannot compute from an expert that does
+    not use what its base computes."""
     from see.data import load_task
 
-    pairs = []
-    for example in load_task(path).examples:
-        a, b = (int(n) for n in re.findall(r"\d+", example.input)[:2])
-        prompt = f"{a} + {b} =" if op == "sum" else f"{max(a, b)} - {min(a, b)} ="
-        pairs.append((prompt, example.outputs[0]))
-    return pairs
+    return [(base_form(ex.input, op), ex.outputs[0]) for ex in load_task(path).examples]
 
 
 def probes(n: int, seed: int) -> dict[str, list[tuple[str, str]]]:
