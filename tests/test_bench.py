@@ -614,3 +614,11 @@ def test_eval_history_prints_every_attempt_a_failed_restart_included(tmp_path, m
     assert "sst2: attempt with seed 1000: failed (training diverged" in out
     written = json.loads((tmp_path / "out" / "eval_history.json").read_text())
     assert written["sst2"]["eval_history"] == history and written["sst2"]["final"]["attempts"] == attempts
+
+
+def test_user_task_runner_sends_ensemble_settings_to_init_and_the_rest_to_each_expert():
+    module = _benchmark_script("user-tasks/run")
+    assert module.split_overrides(["prompt.template={input}", "train.epochs=2", "model.dtype=float32",
+                                   "routing.target_frr=0.05"]) == (
+        ["prompt.template={input}", "model.dtype=float32"], ["train.epochs=2", "routing.target_frr=0.05"])
+    assert module.split_overrides([]) == ([], [])

@@ -223,12 +223,23 @@ def save_state(work: Path, state: dict) -> None:
     tmp.replace(work / STATE)
 
 
+# Sections of the config that `see init` fixes for the whole ensemble; add-expert takes the rest.
+INIT_SECTIONS = ("model", "prompt")
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(for `see init`, for every `see add-expert`)."""
+    to_init = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in INIT_SECTIONS]
+    return to_init, [o for o in overrides if o not in to_init]
+
+
 def build(cli: Cli, work: Path, args, tasks: list[dict], overrides: list[str], state: dict, log) -> str | None:
     """init + add-expert for each task not yet in the ensemble. Returns the failed task's name, if any."""
     ens = work / "ensemble"
+    init_overrides, expert_overrides = split_overrides(overrides)
     if not (ens / "manifest.json").is_file():
         shutil.rmtree(ens, ignore_errors=True)  # an init that died half-way; init wants an empty folder
-        init = ["init", str(ens)] + ([] if args.base == "embedded" else ["--base", args.base])
+        init = ["init", str(ens)] + ([] if args.base == "embedded" else ["--base", args.base]) + init_overrides
         cli.run(init, "init")
         state.update(base=args.base, overrides=overrides, experts={}, evals={})
         save_state(work, state)
@@ -253,7 +264,7 @@ def build(cli: Cli, work: Path, args, tasks: list[dict], overrides: list[str], s
             continue
         cmd = ["add-expert", str(ens), "--name", name, "--data", str(HERE / task["train"]), "--no-progress",
                *field_flags(task), *(["--negatives", str(Path(args.negatives).resolve())] if args.negatives else []),
-               *overrides]
+               *expert_overrides]
         log(f"[add ] {name} ...")
         result = cli.run(cmd, f"add-{name}", check=False)
         record = {k: result[k] for k in ("rc", "seconds", "cpu_seconds", "peak_rss_bytes", "loadavg_1m", "command",
@@ -455,7 +466,8 @@ def write_report(out: Path, results: dict) -> None:
 
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Further key=value arguments are passed to every `see add-expert`.")
+                                epilog="Further key=value arguments are passed to every `see add-expert`; those of the "
+                                       "model and prompt sections to `see init`.")
     p.add_argument("--base", default="embedded", help="base for `see init` (embedded, minilm, a model dir)")
     p.add_argument("--tasks", nargs="+", default=["embedded-suite"],
                    help="task names or suites (embedded-suite, english-suite), space- or comma-separated")
