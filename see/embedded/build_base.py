@@ -80,6 +80,13 @@ def _gap(rng: random.Random, most: int) -> str:
     return "".join(rng.choice([" so", " then", " ,", " :", "\n", " " + word]) for _ in range(rng.randint(0, most)))
 
 
+# Keyed by answer_last: the answer-first forms ("{c} is the sum of ...") cannot be computed left to right.
+_SUM_FORMS = {False: ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."],
+              True: ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "the sum of {a} and {b} is {c} ."]}
+_DIFFERENCE_FORMS = {False: ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."],
+                     True: ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{a} take away {b} is {c} ."]}
+
+
 def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_last: bool = False,
                     answer_gap: int = 0) -> str:
     """Sums, differences and operations on a random string's letters, stated as facts.
@@ -91,9 +98,9 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
 
     ``answer_last`` states every sum and difference after its operands: a left-to-right model can compute
     ``345 + 27 = 372`` but can only guess ``372 is the sum of 345 and 27``, and a third of the arithmetic
-    of the first skills base (``--skill-share 0.7``, 24% of sums right) was in that answer-first form.
+    of the first skills base (``--skill-share 0.7``) was in that answer-first form.
     ``answer_gap`` puts up to that many filler words between a sum's or difference's operands and its
-    result. An expert's answer comes after the template (``\nAnswer: <<pos>>``), four tokens further from
+    result. An expert's answer comes after the template (``\\nAnswer: <<pos>>``), four tokens further from
     the operands than in ``345 + 27 = 372``; a base that only ever saw the result right after ``=``
     computed 79% of the add task's sums in that form, and an expert on it 0% of the same sums (77% with
     the template ``{input}``, benchmarks/embedded-base/README.md).
@@ -103,19 +110,14 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
     if kind < arithmetic_share:
         a, b = _number(rng), _number(rng)
         if rng.random() < 0.5:
-            forms = (["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "the sum of {a} and {b} is {c} ."] if answer_last
-                     else ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the sum of {a} and {b} ."])
-            form = rng.choice(forms)
-            if answer_gap:
-                form = form.replace(" {c}", _gap(rng, answer_gap) + " {c}")
-            return form.format(a=a, b=b, c=a + b)
-        a, b = max(a, b), min(a, b)
-        forms = (["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{a} take away {b} is {c} ."] if answer_last
-                 else ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."])
+            c, forms = a + b, _SUM_FORMS[answer_last]
+        else:
+            a, b = max(a, b), min(a, b)
+            c, forms = a - b, _DIFFERENCE_FORMS[answer_last]
         form = rng.choice(forms)
         if answer_gap:
             form = form.replace(" {c}", _gap(rng, answer_gap) + " {c}")
-        return form.format(a=a, b=b, c=a - b)
+        return form.format(a=a, b=b, c=c)
     word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
     if kind < arithmetic_share + (1 - arithmetic_share) / 2:
         return rng.choice(["{w} reversed is {r} .", "{r} is {w} read from the end .", "{w} <-> {r}"]).format(
