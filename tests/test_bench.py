@@ -310,6 +310,8 @@ def test_skill_probes_state_true_answers_and_read_a_task_file(tmp_path):
     assert module.operands_probe(numbers, "difference") == [("635 - 591 =", "44"), ("982 - 652 =", "330")]
     assert module.operands_probe(numbers, "sum")[0] == ("591 + 635 =", "44")
     assert module.base_form("What do you get if you add 244 to 502?", "sum") == "244 + 502 ="
+    with pytest.raises(ValueError, match="two numbers"):
+        module.base_form("add seven to 3", "sum")
     assert [module.first_word(t) for t in ["372\nthe sum", "372 . the", " ahly .", "", "\n"]] == ["372", "372", "ahly", "", ""]
 
 

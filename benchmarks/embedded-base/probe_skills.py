@@ -27,7 +27,7 @@ from pathlib import Path
 
 def first_word(continuation: str) -> str:
     """The answer a continuation gives. Any whitespace ends it: pretraining packs statements with spaces
-    or newlines, so a base that is right writes ``372\nthe sum`` as often as ``372 the sum``."""
+    or newlines, so a base that is right writes ``372\\nthe sum`` as often as ``372 the sum``."""
     words = continuation.split()
     return words[0] if words else ""
 
@@ -42,7 +42,10 @@ def base_form(query: str, op: str) -> str:
     """A sum's or difference's first two numbers in the form pretraining states them (``635 - 591 =``)."""
     import re
 
-    a, b = (int(n) for n in re.findall(r"\d+", query)[:2])
+    numbers = [int(n) for n in re.findall(r"\d+", query)]
+    if len(numbers) < 2:
+        raise ValueError(f"{query!r}: an add or subtract query needs two numbers")
+    a, b = numbers[:2]
     return f"{a} + {b} =" if op == "sum" else f"{max(a, b)} - {min(a, b)} ="
 
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=1234, help="operands' seed (not the pretraining corpus's)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--words", type=Path, default=None,
-                   help="a reverse-a-word task (JSONL with `output`): also probe reversal of its words")
+                   help="a reverse-a-word task file (any format add-expert reads): also probe reversal of its answers")
     p.add_argument("--sums", type=Path, default=None,
                    help="an add-two-numbers task file: also probe its operands in the base's form (`sum_task`)")
     p.add_argument("--differences", type=Path, default=None,
