@@ -130,3 +130,7 @@ def test_answer_last_states_every_result_after_its_operands():
     assert pretraining_corpus(800, skill_share=0.5) == pretraining_corpus(800, skill_share=0.5, arithmetic_share=0.5,
                                                                           answer_last=False)
     assert pretraining_corpus(800, skill_share=0.5) != pretraining_corpus(800, skill_share=0.5, answer_last=True)
+    # the skills corpus as the generator wrote it before these options existed (f77e544)
+    from see.embedded.build_base import corpus_sha256
+    assert corpus_sha256(pretraining_corpus(800, skill_share=0.5)) == \
+        "cba77225bb7a4b4bced297683668abf475d66054959db627a2be24c851d6ab61"

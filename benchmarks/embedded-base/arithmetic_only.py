@@ -11,12 +11,13 @@ cannot compute" from "the pretraining corpus did not teach it" (README.md here).
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from see.embedded.build_base import optimizer_step, pretraining_optimizer
 
 VOCAB = list("0123456789+-= ") + ["<s>", "</s>", "<pad>"]
 INDEX = {c: i for i, c in enumerate(VOCAB)}
@@ -78,18 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     held_out_rng = random.Random(f"held-out/{args.seed}")
     problems = [problem(held_out_rng) for _ in range(200)]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    opt, sched = pretraining_optimizer(model, args.lr, args.steps, warmup=200)
     start = time.time()
     for step in range(1, args.steps + 1):
         x, y = batch(rng, args.batch_size)
         loss = model(input_ids=x, labels=y).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(model, opt, sched, loss)
         if step % 500 == 0:
             print(f"step {step} loss {loss.item():.3f} exact match {exact_match(model, problems):.3f} "
                   f"({time.time() - start:.0f}s)", flush=True)

@@ -203,6 +203,23 @@ def pack(tokenizer, corpus: list[str], block: int, rng: random.Random) -> torch.
     return torch.tensor(blocks)
 
 
+def pretraining_optimizer(model, lr: float, steps: int, warmup: int):
+    """AdamW with a linear warmup and a cosine decay to 0 at ``steps``: the embedded base's pretraining,
+    shared with benchmarks/embedded-base/arithmetic_only.py so that its answer holds for this schedule."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    return opt, sched
+
+
+def optimizer_step(model, opt, sched, loss: torch.Tensor) -> None:
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=BASE_DIR)
@@ -243,10 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"corpus: {len(corpus)} statements -> {len(data)} blocks of {args.block}; vocab {len(tokenizer)}; "
           f"params {n_params / 1e6:.2f}M", flush=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    opt, sched = pretraining_optimizer(model, args.lr, args.steps, warmup=max(1, args.steps // 20))
     model.train()
     losses = []
     step = 0
@@ -261,11 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         has_eos = (batch == tokenizer.eos_token_id).any(dim=1)
         labels[rows[has_eos], first_eos[has_eos]] = tokenizer.eos_token_id
         loss = model(input_ids=batch, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(model, opt, sched, loss)
         losses.append(loss.item())
         if step % 50 == 0 or step == 1:
             print(f"step {step}/{args.steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
