@@ -162,6 +162,13 @@ class TrainConfig:
                                                "queries kept by the user-task suite's experts, "
                                                "benchmarks/results/negatives-ablation)",
                                  choices=NEGATIVES_IN_BATCH)
+    hard_negatives: bool = setting(False, "under `negative_share`, about ten times a run, the negatives the expert "
+                                          "then gets wrong (P(`<<neg>>`) under one half) take up to half of each "
+                                          "epoch's negative places, hardest first, so that an older task's look-alike "
+                                          "queries are not seen only once every few epochs; not the default: on the "
+                                          "user-task suite routing fell 96.1 -> 94.2% and the worst OOD family reaching "
+                                          "the fallback 95 -> 72%, and subtract still took 36% of add's queries "
+                                          "(benchmarks/user-tasks/README.md)")
     overlength: str = setting("truncate", "a longer example is `truncate`d at the start of its prompt, with a "
                                           "warning, or `reject`ed", choices=OVERLENGTH)
     mixed_precision: str = setting("auto", "`auto`: bf16 on GPUs that support it, else fp32",

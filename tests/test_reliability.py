@@ -398,30 +398,42 @@ def test_sigkill_at_any_point_leaves_the_ensemble_unchanged(point, base_ensemble
     assert not (ens / ".staging").exists() or not any((ens / ".staging").iterdir())
 
 
-@pytest.mark.parametrize("grouping", [[], ["train.group_by_length=true"]], ids=["shuffled", "grouped-by-length"])
+@pytest.mark.parametrize("grouping", [[], ["train.group_by_length=true"],
+                                      ["train.negative_share=0.3", "train.hard_negatives=true"]],
+                         ids=["shuffled", "grouped-by-length", "capped-negatives-mined"])
 def test_resume_after_a_kill_reaches_the_same_loss(base_ensemble, tmp_path, grouping):
+    """With capped negatives, hard ones are mined every epoch here (16 steps are about 2 epochs), so the
+    resumed run must also restore the hard negatives chosen before the kill."""
     from see.data import load_task
     from see.lifecycle import add_expert
 
     data = family_jsonl(tmp_path / "t.jsonl", "topic", 60)
+    negatives = "none"
+    if "train.negative_share=0.3" in grouping:
+        general = tmp_path / "general.jsonl"
+        general.write_text("".join(json.dumps({"input": f"an unrelated request number {k}"}) + "\n"
+                                   for k in range(60)), encoding="utf-8")
+        negatives = str(general)
     train = ["train.max_steps=16", "train.batch_size=8", "lora.r=4", "train.checkpoint_every=4",
              "train.seed=3"] + grouping
     reference = tmp_path / "reference"
     shutil.copytree(base_ensemble, reference)
-    ref = add_expert(reference, "topic", load_task(data), overrides=train, negatives="none", progress=False,
+    ref = add_expert(reference, "topic", load_task(data), overrides=train, negatives=negatives, progress=False,
                      log=lambda m: None)
 
     ens = tmp_path / "ens"
     shutil.copytree(base_ensemble, ens)
-    proc = _start_add(ens, data, "topic", "step-10", *train)
-    _wait_for(proc, "SEE_FAULT_POINT step-10 reached")
+    # killed after mining (epoch 1 starts at step 10 with capped negatives), the checkpoint must carry them
+    kill, resumed = ("step-14", 12) if negatives != "none" else ("step-10", 8)
+    proc = _start_add(ens, data, "topic", kill, *train, "--negatives", negatives)
+    _wait_for(proc, f"SEE_FAULT_POINT {kill} reached")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert (ens / ".staging" / "topic" / "checkpoint" / "state.pt").is_file()
     logs: list[str] = []
-    rec = add_expert(ens, "topic", load_task(data), overrides=train, negatives="none", progress=False, resume=True,
-                     log=logs.append)
-    assert any("resuming from step 8" in m for m in logs), logs
+    rec = add_expert(ens, "topic", load_task(data), overrides=train, negatives=negatives, progress=False,
+                     resume=True, log=logs.append)
+    assert any(f"resuming from step {resumed}" in m for m in logs), logs
     assert rec.metrics["steps"] == 16
     # exactly: a resumed run must draw the same batches and dropout masks (a shifted RNG moves it by ~1e-4)
     assert rec.metrics["train_loss"] == ref.metrics["train_loss"]

@@ -288,6 +288,48 @@ def test_negative_capped_batches_keep_every_positive_and_walk_the_negatives():
     assert len(NegativeCappedBatches([True] * 5, 2, torch.Generator(), 0.2)) == 3
 
 
+def test_hard_negatives_lead_the_window_and_take_at_most_half_of_it():
+    from see.experts.training import NegativeCappedBatches
+
+    negative = [False] * 30 + [True] * 45
+    sampler = NegativeCappedBatches(negative, 16, torch.Generator(), share=0.2, seed=0)
+    sampler.set_epoch(2)
+    plain = sampler.window()
+    sampler.set_hard([74, 31, 50, 60, 33])
+    assert sampler.hard == [74, 31, 50]  # 7 places an epoch: at most 3 hard ones, hardest first
+    window = sampler.window()
+    assert window[:3] == [74, 31, 50] and len(window) == len(set(window)) == 7
+    # the rest is the seeded walk's window, in its order, less the hard ones
+    assert window[3:] == [k for k in plain if k not in {74, 31, 50}][:4]
+    sampler.set_hard([])
+    assert sampler.window() == plain
+
+
+class _EchoLM(torch.nn.Module):
+    """Predicts that the next token is the current one, with logit 5 (vocabulary of 8)."""
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        from types import SimpleNamespace
+
+        logits = 5.0 * torch.nn.functional.one_hot(input_ids, 8).float()
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+
+
+def test_hard_negatives_are_the_ones_the_model_gets_wrong():
+    """P(first target) is e^5 / (e^5 + 7) = 0.95 after the target's own id, 1 / (e^5 + 7) = 0.006 otherwise;
+    prompts of different lengths check the left-padded column arithmetic."""
+    from see.experts.training import EncodedExample, hard_negatives
+
+    neg, eos = 3, 7
+    encoded = [EncodedExample([1, 2, 3, neg, eos], [IGNORE] * 3 + [neg, eos]),        # right: after a 3
+               EncodedExample([1, 4, neg, eos], [IGNORE] * 2 + [neg, eos]),           # wrong
+               EncodedExample([5, 5, 5, 5, 2, neg, eos], [IGNORE] * 5 + [neg, eos]),  # wrong
+               EncodedExample([6, 3, neg, eos], [IGNORE] * 2 + [neg, eos]),           # right
+               EncodedExample([1, 1, neg], [IGNORE] * 2 + [neg])]                      # wrong, one target token
+    assert hard_negatives(_EchoLM(), encoded, [0, 1, 2, 3, 4], 0, torch.device("cpu")) == [1, 2, 4]
+    assert hard_negatives(_EchoLM(), encoded, [4, 3, 2], 0, torch.device("cpu"), batch_size=2) == [4, 2]
+
+
 @pytest.mark.parametrize("share,per_epoch", [(None, 45), (0.2, 7)])
 def test_negatives_added_batches_hold_a_plain_lora_batch_of_positives_each(share, per_epoch):
     """``train.negatives_in_batch=added``: 30 positives at batch 8 are the plain LoRA's 4 batches (8, 8, 8, 6),

@@ -516,24 +516,63 @@ class NegativeCappedBatches:
         cap = (len(negatives) if share is None or not self.positives
                else math.floor(share * len(self.positives) / (1 - share) + 1e-9))
         self.per_epoch = min(len(negatives), max(1 if negatives else 0, cap))
+        self.hard: list[int] = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_hard(self, hard: Sequence[int]) -> None:
+        """Negatives (indices into the examples) that the windows from now on take first, hardest first: at
+        most half of a window, so the seeded walk still reaches every other negative."""
+        self.hard = list(hard)[:self.per_epoch // 2]
 
     def __len__(self) -> int:
         return math.ceil((len(self.positives) + self.per_epoch) / self.batch_size)
 
     def window(self) -> list[int]:
-        """This epoch's negatives: the next ``per_epoch`` of the seeded order, wrapping around."""
+        """This epoch's negatives: the hard ones (:meth:`set_hard`), then the next of the seeded order,
+        wrapping around, ``per_epoch`` in all."""
         n = len(self.negatives)
         start = (self.epoch * self.per_epoch) % n if n else 0
-        return [self.negatives[(start + k) % n] for k in range(self.per_epoch)]
+        hard = set(self.hard)
+        walk = [self.negatives[(start + k) % n] for k in range(self.per_epoch)]
+        return self.hard + [k for k in walk if k not in hard][:self.per_epoch - len(self.hard)]
 
     def __iter__(self):
         pool = self.positives + self.window()
         order = [pool[k] for k in torch.randperm(len(pool), generator=self.generator).tolist()]
         for start in range(0, len(order), self.batch_size):
             yield order[start:start + self.batch_size]
+
+
+def hard_negatives(model, encoded: Sequence[EncodedExample], negatives: Sequence[int], pad_id: int,
+                   device: torch.device, batch_size: int = 64) -> list[int]:
+    """The negatives a model gets wrong, hardest first: those whose first target token (``<<neg>>``) it gives
+    less than half its probability, by that probability, lowest first. Ties keep the given order."""
+    # scored in length order, so a batch pads to its neighbours' length, not to the longest negative's: random
+    # batches of the user-task suite's negatives made this ten times slower
+    by_length = sorted(negatives, key=lambda k: len(encoded[k].input_ids))
+    rank = {k: r for r, k in enumerate(negatives)}
+    scored = []
+    with torch.inference_mode():
+        for start in range(0, len(by_length), batch_size):
+            rows = by_length[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate([encoded[k] for k in rows], pad_id).items()}
+            labels = batch["labels"]
+            # rows are left-padded, so each one's first target is at the same distance from its end as its
+            # number of targets: the column before it holds the logits that predict it
+            width = labels.shape[1]
+            first = width - (labels != IGNORE).sum(1)
+            keep = int(width - first.min()) + 1  # logits only for the columns that predict a first target
+            kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                      "logits_to_keep": keep}
+            if takes_position_ids(model):
+                kwargs["position_ids"] = positions(batch["attention_mask"])
+            logits = model(**kwargs).logits[:, -keep:]
+            at = torch.arange(len(rows), device=logits.device)
+            p = logits[at, first - 1 - (width - keep)].float().softmax(-1)[at, labels[at, first]]
+            scored += [(float(q), k) for q, k in zip(p.tolist(), rows) if q < 0.5]
+    return [k for _, k in sorted(scored, key=lambda x: (x[0], rank[x[1]]))]
 
 
 class NegativesAddedBatches(NegativeCappedBatches):
@@ -581,6 +620,8 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
         sig["train.loss_weighting"] = train.loss_weighting
     if getattr(train, "negatives_in_batch", "mixed") != "mixed":  # likewise
         sig["train.negatives_in_batch"] = train.negatives_in_batch
+    if share is not None and getattr(train, "hard_negatives", False):  # likewise
+        sig["train.hard_negatives"] = True
     sig["training examples"] = n_examples
     return sig
 
@@ -600,7 +641,8 @@ def _plain(value: Any) -> Any:
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
-                    stopping: EarlyStopping | None = None, signature: dict | None = None) -> None:
+                    stopping: EarlyStopping | None = None, signature: dict | None = None,
+                    hard_negatives: Sequence[int] = ()) -> None:
     """Trainable weights, optimizer, scheduler, RNG and the early-stopping state: enough to resume bit-for-bit
     on one process."""
     path.mkdir(parents=True, exist_ok=True)
@@ -609,7 +651,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: 
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
         "losses": losses, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
         "early_stopping": stopping.state() if stopping is not None else None,
-        "signature": signature,
+        "signature": signature, "hard_negatives": list(hard_negatives),
     }
     tmp = path / "state.pt.tmp"
     torch.save(state, tmp)
@@ -745,6 +787,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             step, losses = state["step"], list(state["losses"])
             if stopping is not None and state.get("early_stopping"):
                 stopping.load(state["early_stopping"])
+            if capped is not None:
+                capped.set_hard(state.get("hard_negatives", []))
             torch.set_rng_state(state["torch_rng"])
             random.setstate(state["python_rng"])
             log(f"resuming from step {step}/{total}")
@@ -755,6 +799,10 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     batches_per_update = int(train.grad_accum)
     start = time.time()
     epoch = (step * batches_per_update) // max(1, len(loader))
+    # hard negatives are mined about ten times a run, at the start of an epoch, never the first: before any
+    # training every negative is "wrong" and the ranking says nothing
+    mine = capped is not None and bool(getattr(train, "hard_negatives", False))
+    mine_every = max(1, round(total / updates_per_epoch / 10))
     skip = (step * batches_per_update) % max(1, len(loader))
     window: list[float] = []
     stopped = False
@@ -764,6 +812,12 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
         generator.manual_seed(int(train.seed) + epoch)
         if capped is not None:
             capped.set_epoch(epoch)
+            if mine and epoch > 0 and epoch % mine_every == 0 and not skip:
+                model_now = accelerator.unwrap_model(peft_model)
+                model_now.eval()
+                capped.set_hard(hard_negatives(model_now, encoded, capped.negatives, tokenizer.pad_token_id,
+                                               accelerator.device))
+                set_train_mode(peft_model, base_dropout)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
@@ -791,7 +845,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                 if (checkpoint_dir is not None and int(train.checkpoint_every) and step % int(train.checkpoint_every) == 0
                         and step < total and not stopped and accelerator.is_main_process):
                     save_checkpoint(checkpoint_dir, accelerator.unwrap_model(peft_model), optimizer, scheduler,
-                                    step, losses, stopping, run_signature(lora, train, len(encoded)))
+                                    step, losses, stopping, run_signature(lora, train, len(encoded)),
+                                    capped.hard if capped is not None else ())
                 fault_point(f"step-{step}")
                 if step >= total or stopped:
                     break
