@@ -299,16 +299,34 @@ def test_hard_negatives_lead_the_window_and_take_at_most_half_of_it():
     assert sampler.hard == [74, 31, 50]  # 7 places an epoch: at most 3 hard ones, hardest first
     window = sampler.window()
     assert window[:3] == [74, 31, 50] and len(window) == len(set(window)) == 7
-    # the rest is the seeded walk's window, in its order, less the hard ones
-    assert window[3:] == [k for k in plain if k not in {74, 31, 50}][:4]
+    # the rest is the seeded walk, which moves 4 places an epoch now: epoch 2 starts at its 8th negative
+    assert window[3:] == [k for k in sampler.negatives[8:15] if k not in {74, 31, 50}][:4]
     sampler.set_hard([])
     assert sampler.window() == plain
+
+
+def test_hard_negatives_leave_no_stretch_of_the_walk_unseen():
+    """30 places an epoch divide 60 negatives: moving by 30 with 15 hard ones would drop the same 15 of every
+    window for good; moving by the 15 places filled walks them all in 4 epochs."""
+    from see.experts.training import NegativeCappedBatches
+
+    negative = [False] * 30 + [True] * 60
+    sampler = NegativeCappedBatches(negative, 8, torch.Generator(), share=0.5, seed=0)
+    assert sampler.per_epoch == 30
+    sampler.set_hard(list(range(30, 45)))
+    seen = set()
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        window = sampler.window()
+        assert len(window) == len(set(window)) == 30
+        seen |= set(window)
+    assert seen == set(range(30, 90))
 
 
 class _EchoLM(torch.nn.Module):
     """Predicts that the next token is the current one, with logit 5 (vocabulary of 8)."""
 
-    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, use_cache=None):
         from types import SimpleNamespace
 
         logits = 5.0 * torch.nn.functional.one_hot(input_ids, 8).float()
@@ -349,6 +367,25 @@ def test_negatives_added_batches_hold_a_plain_lora_batch_of_positives_each(share
     assert list(again) == batches  # seeded: a resumed run sees the same epoch
     # negatives alone (no positives): batches of negatives
     assert [len(b) for b in NegativesAddedBatches([True] * 5, 2, torch.Generator(), None)] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("overrides,mined", [
+    (["train.epochs=3", "train.negative_share=0.5"], 2),    # mined at the start of epochs 1 and 2
+    (["train.epochs=3", "train.negatives_in_batch=added"], 0),  # no share: every negative in every epoch
+    (["train.epochs=3", "train.negative_share=0.5", "train.hard_negatives=false"], 0),
+])
+def test_hard_negatives_are_mined_only_under_a_negative_share(tiny_llama, monkeypatch, overrides, mined):
+    import see.experts.training as training
+
+    calls = []
+    real = training.hard_negatives
+    monkeypatch.setattr(training, "hard_negatives", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = load_config(None, ["train.batch_size=4", "train.hard_negatives=true", *overrides])
+    general = [(None, f"an unrelated request number {k}") for k in range(10)]
+    model, tok, pos, neg = _setup(tiny_llama)
+    examples = reconstruct_task(make_task("topic", 6), None, general, general_negative_ratio=1.0)
+    train_expert(model, *_prompt(model, tok, pos, neg), examples, lora=cfg.lora, train=cfg.train, progress=False)
+    assert len(calls) == mined
 
 
 def test_negatives_added_train_one_positive_batch_a_step(tiny_llama):

@@ -533,10 +533,13 @@ class NegativeCappedBatches:
         """This epoch's negatives: the hard ones (:meth:`set_hard`), then the next of the seeded order,
         wrapping around, ``per_epoch`` in all."""
         n = len(self.negatives)
-        start = (self.epoch * self.per_epoch) % n if n else 0
+        # the walk moves by the places it fills, so the windows stay contiguous: moving by per_epoch would
+        # skip the same stretch every epoch when per_epoch divides n
+        step = self.per_epoch - len(self.hard)
+        start = (self.epoch * step) % n if n else 0
         hard = set(self.hard)
         walk = [self.negatives[(start + k) % n] for k in range(self.per_epoch)]
-        return self.hard + [k for k in walk if k not in hard][:self.per_epoch - len(self.hard)]
+        return self.hard + [k for k in walk if k not in hard][:step]
 
     def __iter__(self):
         pool = self.positives + self.window()
@@ -565,7 +568,7 @@ def hard_negatives(model, encoded: Sequence[EncodedExample], negatives: Sequence
             first = width - (labels != IGNORE).sum(1)
             keep = int(width - first.min()) + 1  # logits only for the columns that predict a first target
             kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                      "logits_to_keep": keep}
+                      "logits_to_keep": keep, "use_cache": False}
             if takes_position_ids(model):
                 kwargs["position_ids"] = positions(batch["attention_mask"])
             logits = model(**kwargs).logits[:, -keep:]
@@ -620,7 +623,7 @@ def run_signature(lora: Any, train: Any, n_examples: int) -> dict:
         sig["train.loss_weighting"] = train.loss_weighting
     if getattr(train, "negatives_in_batch", "mixed") != "mixed":  # likewise
         sig["train.negatives_in_batch"] = train.negatives_in_batch
-    if share is not None and getattr(train, "hard_negatives", False):  # likewise
+    if share is not None and getattr(train, "hard_negatives", False):  # likewise; mined only under a share
         sig["train.hard_negatives"] = True
     sig["training examples"] = n_examples
     return sig
@@ -767,6 +770,11 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                                 f"(train.lr={train.lr})", field="train.lr",
                                 hint="lower train.lr; nothing was saved and the ensemble is unchanged")
 
+    # hard negatives are mined about ten times a run, at the start of an epoch, never the first: before any
+    # training every negative is "wrong" and the ranking says nothing. Only under a negative share: without
+    # one every negative is in every epoch already
+    mine = capped is not None and share is not None and bool(getattr(train, "hard_negatives", False))
+    mine_every = max(1, round(total / updates_per_epoch / 10))
     step, losses = 0, []
     if resume and checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir)
@@ -787,7 +795,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             step, losses = state["step"], list(state["losses"])
             if stopping is not None and state.get("early_stopping"):
                 stopping.load(state["early_stopping"])
-            if capped is not None:
+            if mine:
                 capped.set_hard(state.get("hard_negatives", []))
             torch.set_rng_state(state["torch_rng"])
             random.setstate(state["python_rng"])
@@ -799,10 +807,6 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     batches_per_update = int(train.grad_accum)
     start = time.time()
     epoch = (step * batches_per_update) // max(1, len(loader))
-    # hard negatives are mined about ten times a run, at the start of an epoch, never the first: before any
-    # training every negative is "wrong" and the ranking says nothing
-    mine = capped is not None and bool(getattr(train, "hard_negatives", False))
-    mine_every = max(1, round(total / updates_per_epoch / 10))
     skip = (step * batches_per_update) % max(1, len(loader))
     window: list[float] = []
     stopped = False
@@ -815,8 +819,13 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             if mine and epoch > 0 and epoch % mine_every == 0 and not skip:
                 model_now = accelerator.unwrap_model(peft_model)
                 model_now.eval()
-                capped.set_hard(hard_negatives(model_now, encoded, capped.negatives, tokenizer.pad_token_id,
-                                               accelerator.device))
+                chosen = [hard_negatives(model_now, encoded, capped.negatives, tokenizer.pad_token_id,
+                                         accelerator.device) if accelerator.is_main_process else None]
+                if accelerator.num_processes > 1:
+                    # every process must build the same epoch, and low precision can rank them differently
+                    from accelerate.utils import broadcast_object_list
+                    broadcast_object_list(chosen, from_process=0)
+                capped.set_hard(chosen[0])
                 set_train_mode(peft_model, base_dropout)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
