@@ -104,6 +104,20 @@ def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Ten
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def target_logits(model, batch: dict[str, torch.Tensor], **extra) -> tuple[torch.Tensor, int]:
+    """Logits of the last ``keep`` columns of a left-padded batch, from the one that predicts the earliest
+    target token on: ``(logits, keep)``. ``extra`` goes to the model's forward."""
+    labels = batch["labels"]
+    has_target = (labels != IGNORE).any(dim=0).nonzero()
+    first = int(has_target[0]) if len(has_target) else labels.shape[1] - 1
+    keep = labels.shape[1] - first + 1  # one more column: the position that predicts the first target
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "logits_to_keep": keep,
+              **extra}
+    if takes_position_ids(model):
+        kwargs["position_ids"] = positions(batch["attention_mask"])
+    return model(**kwargs).logits[:, -keep:], keep
+
+
 def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over the target tokens, computing logits for the last columns only.
 
@@ -113,13 +127,7 @@ def target_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     Returns (loss, number of target tokens).
     """
     labels = batch["labels"]
-    has_target = (labels != IGNORE).any(dim=0).nonzero()
-    first = int(has_target[0]) if len(has_target) else labels.shape[1] - 1
-    keep = labels.shape[1] - first + 1  # one more column: the position that predicts the first target
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "logits_to_keep": keep}
-    if takes_position_ids(model):
-        kwargs["position_ids"] = positions(batch["attention_mask"])
-    logits = model(**kwargs).logits[:, -keep:]
+    logits, keep = target_logits(model, batch)
     targets = labels[:, -(keep - 1):] if keep > 1 else labels[:, :0]
     n = int((targets != IGNORE).sum())
     each = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
@@ -562,16 +570,11 @@ def hard_negatives(model, encoded: Sequence[EncodedExample], negatives: Sequence
             rows = by_length[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([encoded[k] for k in rows], pad_id).items()}
             labels = batch["labels"]
+            logits, keep = target_logits(model, batch, use_cache=False)
             # rows are left-padded, so each one's first target is at the same distance from its end as its
             # number of targets: the column before it holds the logits that predict it
             width = labels.shape[1]
             first = width - (labels != IGNORE).sum(1)
-            keep = int(width - first.min()) + 1  # logits only for the columns that predict a first target
-            kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                      "logits_to_keep": keep, "use_cache": False}
-            if takes_position_ids(model):
-                kwargs["position_ids"] = positions(batch["attention_mask"])
-            logits = model(**kwargs).logits[:, -keep:]
             at = torch.arange(len(rows), device=logits.device)
             p = logits[at, first - 1 - (width - keep)].float().softmax(-1)[at, labels[at, first]]
             scored += [(float(q), k) for q, k in zip(p.tolist(), rows) if q < 0.5]
