@@ -69,7 +69,8 @@ def test_generator_still_yields_the_corpus_the_committed_base_saw():
                                 skill_share=info["args"].get("skill_share", 0.0),
                                 arithmetic_share=info["args"].get("arithmetic_share", 0.5),
                                 answer_last=info["args"].get("answer_last", False),
-                                answer_gap=info["args"].get("answer_gap", 0))
+                                answer_gap=info["args"].get("answer_gap", 0),
+                                more_wordings=info["args"].get("more_wordings", False))
     assert corpus_sha256(corpus) == info["corpus_sha256"]
 
 
@@ -134,3 +135,33 @@ def test_answer_last_states_every_result_after_its_operands():
     from see.embedded.build_base import corpus_sha256
     assert corpus_sha256(pretraining_corpus(800, skill_share=0.5)) == \
         "cba77225bb7a4b4bced297683668abf475d66054959db627a2be24c851d6ab61"
+
+
+def test_more_wordings_state_true_sums_and_differences_some_with_the_second_operand_first():
+    import random
+    import re
+
+    from see.embedded.build_base import _DIFFERENCE_MORE, _SUM_MORE, pretraining_corpus, skill_statement
+
+    rng = random.Random(7)
+    counts = {"sum": 0, "difference": 0}
+    for _ in range(3000):
+        text = skill_statement(rng, arithmetic_share=1.0, answer_last=True, more_wordings=True)
+        plain = re.sub(r"\d+", "{n}", text)
+        for kind, forms in (("sum", _SUM_MORE), ("difference", _DIFFERENCE_MORE)):
+            for form in forms:
+                if plain == re.sub(r"\{[abc]\}", "{n}", form):
+                    # numbers in the order the form names them: "{b} less than {a} is {c}" names b first
+                    value = dict(zip(re.findall(r"\{([abc])\}", form), (int(n) for n in re.findall(r"\d+", text))))
+                    a, b, c = value["a"], value["b"], value["c"]
+                    assert c == (a + b if kind == "sum" else a - b) and (kind == "sum" or a >= b), text
+                    counts[kind] += 1
+                    counts["second first"] = counts.get("second first", 0) + (form.index("{b}") < form.index("{a}"))
+        assert "?" not in text and "Answer:" not in text
+    # 4 of 7 forms each: about 3000 x 1/2 x 4/7 = 857 of each kind
+    assert 700 < counts["sum"] < 1000 and 700 < counts["difference"] < 1000, counts
+    # two of the four sum forms, three of the four difference forms
+    assert 0.55 < counts["second first"] / (counts["sum"] + counts["difference"]) < 0.7, counts
+    # off by default: the corpus of the bases built before the option
+    assert pretraining_corpus(800, skill_share=0.5, answer_last=True) == \
+        pretraining_corpus(800, skill_share=0.5, answer_last=True, more_wordings=False)

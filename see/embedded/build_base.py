@@ -85,10 +85,18 @@ _SUM_FORMS = {False: ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "{c} is the
               True: ["{a} + {b} = {c}", "{a} plus {b} makes {c} .", "the sum of {a} and {b} is {c} ."]}
 _DIFFERENCE_FORMS = {False: ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{c} is {a} take away {b} ."],
                      True: ["{a} - {b} = {c}", "{a} minus {b} leaves {c} .", "{a} take away {b} is {c} ."]}
+# More wordings, most with the second operand named first ("4 less than 9"), as text states them: a user's
+# "subtract 73 from 308" names 308 last, and an expert on a base that only ever saw the larger operand first
+# answered none of those (0% of 37 against 33% of the in-order ones; benchmarks/embedded-base/README.md).
+# Verbs other than the user-task suite's ("add", "subtract", "take away"), so the base is not fitted to it.
+_SUM_MORE = ["{b} more than {a} is {c} .", "{a} increased by {b} is {c} .", "{a} together with {b} makes {c} .",
+             "put {b} with {a} to get {c} ."]
+_DIFFERENCE_MORE = ["{b} less than {a} is {c} .", "{a} reduced by {b} is {c} .", "deduct {b} from {a} to leave {c} .",
+                    "remove {b} from {a} and {c} remain ."]
 
 
 def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_last: bool = False,
-                    answer_gap: int = 0) -> str:
+                    answer_gap: int = 0, more_wordings: bool = False) -> str:
     """Sums, differences and operations on a random string's letters, stated as facts.
 
     Web text teaches every pretrained LM some arithmetic and some letter play; a LoRA then only has to
@@ -104,16 +112,18 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
     the operands than in ``345 + 27 = 372``; a base that only ever saw the result right after ``=``
     computed 79% of the add task's sums in that form, and an expert on it 0% of the same sums (77% with
     the template ``{input}``, benchmarks/embedded-base/README.md).
+    ``more_wordings`` adds four wordings each for sums and differences, five of the eight naming the second
+    operand first (``_SUM_MORE``, ``_DIFFERENCE_MORE``).
 
     The defaults reproduce the corpus of the bases built before these options."""
     kind = rng.random()
     if kind < arithmetic_share:
         a, b = _number(rng), _number(rng)
         if rng.random() < 0.5:
-            c, forms = a + b, _SUM_FORMS[answer_last]
+            c, forms = a + b, _SUM_FORMS[answer_last] + (_SUM_MORE if more_wordings else [])
         else:
             a, b = max(a, b), min(a, b)
-            c, forms = a - b, _DIFFERENCE_FORMS[answer_last]
+            c, forms = a - b, _DIFFERENCE_FORMS[answer_last] + (_DIFFERENCE_MORE if more_wordings else [])
         form = rng.choice(forms)
         if answer_gap:
             form = form.replace(" {c}", _gap(rng, answer_gap) + " {c}")
@@ -131,7 +141,7 @@ def skill_statement(rng: random.Random, arithmetic_share: float = 0.5, answer_la
 
 def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 0.3,
                        skill_share: float = 0.0, arithmetic_share: float = 0.5, answer_last: bool = False,
-                       answer_gap: int = 0) -> list[str]:
+                       answer_gap: int = 0, more_wordings: bool = False) -> list[str]:
     """The families' statements, each replaced with probability ``generic_share`` by a generic one, of which
     a share ``skill_share`` are :func:`skill_statement` (0 gives the corpus of bases built before them), of
     which a share ``arithmetic_share`` are sums and differences."""
@@ -141,7 +151,7 @@ def pretraining_corpus(n_statements: int, seed: int = 0, generic_share: float = 
     def generic() -> str:
         if skill_share and skills.random() < skill_share:
             return skill_statement(skills, arithmetic_share=arithmetic_share, answer_last=answer_last,
-                                   answer_gap=answer_gap)
+                                   answer_gap=answer_gap, more_wordings=more_wordings)
         return generic_statement(rng)
 
     return [generic() if rng.random() < generic_share else text for text in pretraining_text(n_statements, seed=seed)]
@@ -234,6 +244,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="state every sum and difference after its operands (no '372 is the sum of 345 and 27')")
     p.add_argument("--answer-gap", type=int, default=0,
                    help="up to this many filler words between a sum's or difference's operands and its result")
+    p.add_argument("--more-wordings", action="store_true",
+                   help="state sums and differences in four more wordings each, most naming the second operand "
+                        "first ('4 less than 9 is 5')")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -252,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     corpus = pretraining_corpus(args.statements, seed=args.seed, generic_share=args.generic_share,
                                 skill_share=args.skill_share, arithmetic_share=args.arithmetic_share,
-                                answer_last=args.answer_last, answer_gap=args.answer_gap)
+                                answer_last=args.answer_last, answer_gap=args.answer_gap,
+                                more_wordings=args.more_wordings)
     tokenizer = build_tokenizer(corpus, args.vocab_size)
     model = build_model(tokenizer, args.hidden, args.layers, args.heads, args.intermediate, 2 * args.block)
     data = pack(tokenizer, corpus, args.block, rng)
