@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from see.embedded.build_base import optimizer_step, pack, pretraining_corpus, pretraining_optimizer
+from see.embedded.build_base import (optimizer_step, pack, pretraining_corpus, pretraining_labels,
+                                     pretraining_optimizer)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,14 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     losses, start = [], time.time()
     for step in range(1, args.steps + 1):
         batch = data[torch.randint(0, len(data), (32,))]
-        labels = batch.masked_fill(batch == tok.eos_token_id, -100)
-        labels[:, 0] = -100
-        # as build_base: the first EOS of a padded tail stays a target, so the model learns to stop
-        first_eos = (batch == tok.eos_token_id).float().argmax(dim=1)
-        rows = torch.arange(len(batch))
-        has = (batch == tok.eos_token_id).any(dim=1)
-        labels[rows[has], first_eos[has]] = tok.eos_token_id
-        loss = model(input_ids=batch, labels=labels).loss
+        loss = model(input_ids=batch, labels=pretraining_labels(batch, tok.eos_token_id)).loss
         optimizer_step(model, opt, sched, loss)
         losses.append(loss.item())
         if step % 100 == 0:

@@ -213,6 +213,18 @@ def pack(tokenizer, corpus: list[str], block: int, rng: random.Random) -> torch.
     return torch.tensor(blocks)
 
 
+def pretraining_labels(batch: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Next-token targets for a packed batch: padding (EOS) and each row's first token are not predicted,
+    except the first EOS of a padded tail, kept as a target so the model learns to stop."""
+    labels = batch.masked_fill(batch == eos_id, -100)
+    labels[:, 0] = -100
+    first_eos = (batch == eos_id).float().argmax(dim=1)
+    rows = torch.arange(len(batch))
+    has_eos = (batch == eos_id).any(dim=1)
+    labels[rows[has_eos], first_eos[has_eos]] = eos_id
+    return labels
+
+
 def pretraining_optimizer(model, lr: float, steps: int, warmup: int):
     """AdamW with a linear warmup and a cosine decay to 0 at ``steps``: the embedded base's pretraining,
     shared with benchmarks/embedded-base/arithmetic_only.py so that its answer holds for this schedule."""
@@ -281,14 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, len(data), (args.batch_size,))
         batch = data[idx]
-        labels = batch.masked_fill(batch == tokenizer.eos_token_id, -100)
-        labels[:, 0] = -100
-        # keep the first EOS of each padded tail as a target so the model learns to stop
-        first_eos = (batch == tokenizer.eos_token_id).float().argmax(dim=1)
-        rows = torch.arange(len(batch))
-        has_eos = (batch == tokenizer.eos_token_id).any(dim=1)
-        labels[rows[has_eos], first_eos[has_eos]] = tokenizer.eos_token_id
-        loss = model(input_ids=batch, labels=labels).loss
+        loss = model(input_ids=batch, labels=pretraining_labels(batch, tokenizer.eos_token_id)).loss
         optimizer_step(model, opt, sched, loss)
         losses.append(loss.item())
         if step % 50 == 0 or step == 1:
