@@ -181,8 +181,9 @@ class TrainConfig:
                                               "about 10 times per run when early stopping is on (`patience`), "
                                               "else only at the end; 0: only at the end", low=0)
     patience: Optional[int] = setting(None, "stop after this many held-out evaluations without improvement and "
-                                            "keep the best weights; none: 3 under the `auto` budget, never with an "
-                                            "explicit `epochs` or `max_steps`; 0: never", low=0)
+                                            "keep the best weights (under the `auto` budget not before `train.min_steps`, "
+                                            "unless every held-out figure is perfect); none: 3 under the `auto` "
+                                            "budget, never with an explicit `epochs` or `max_steps`; 0: never", low=0)
     min_score: Optional[float] = setting(None, "refuse to add an expert whose held-out exact match is below this "
                                                "(exit code 3, ensemble unchanged); none: only warn",
                                          low=0.0, high=1.0)

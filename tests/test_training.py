@@ -239,6 +239,20 @@ def test_a_perfect_expert_stops_although_its_tiny_loss_keeps_falling():
     assert stopping.best_step == 100
 
 
+def test_before_the_floor_only_a_perfect_expert_stops():
+    """An expert that learns its answers first sits on a plateau for a few evaluations: before ``not_before``
+    that plateau does not end training, and after it the same plateau does; a perfect score ends it anywhere."""
+    from see.experts.training import EarlyStopping
+
+    model = torch.nn.Linear(2, 2)
+    plateau = EarlyStopping(lambda m: {"heldout_score": 0.6, "heldout_loss": 1.0}, every=100, patience=3,
+                            not_before=1000)
+    assert [plateau(model, s) for s in range(100, 1100, 100)] == [False] * 9 + [True]
+    perfect = EarlyStopping(lambda m: {"heldout_score": 1.0, "heldout_loss": 1.0}, every=100, patience=3,
+                            not_before=1000)
+    assert [perfect(model, s) for s in (100, 200, 300, 400)] == [False, False, False, True]
+
+
 def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
     from see.experts.training import LengthGroupedBatches
 
