@@ -423,7 +423,7 @@ class EarlyStopping:
     such a plateau, kept their step-100 weights (accepting nothing, or
     everything), and the ensemble routed 32% of queries right; ``even_odd`` on
     another base stopped at step 600 at 63% held-out, where a run that went on
-    reached 97% at step 800 (benchmarks/user-tasks/README.md).
+    reached 97% at step 800 (benchmarks/embedded-base/README.md).
     """
 
     MIN_LOSS_GAIN = 0.01
