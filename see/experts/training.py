@@ -372,14 +372,19 @@ def step_budget(train: Any, updates_per_epoch: int) -> int:
     return min(int(train.max_auto_steps), max(int(train.min_steps), 3 * updates_per_epoch))
 
 
+def auto_budget(train: Any) -> bool:
+    """Whether :func:`step_budget` uses the auto rule (``epochs: auto`` and no ``max_steps``), under which
+    the defaults of the negative share, the patience and the early-stopping floor apply."""
+    return train.epochs == "auto" and not train.max_steps
+
+
 def negative_share(train: Any) -> float | None:
     """The share of an epoch's examples that may be negatives: ``train.negative_share``, with `auto` resolved
     (:data:`see.config.AUTO_NEGATIVE_SHARE` under the auto budget unless the user asked to group by length,
     else none); None: no cap."""
     share = getattr(train, "negative_share", None)
     if share == "auto":
-        auto_budget = train.epochs == "auto" and not train.max_steps
-        return AUTO_NEGATIVE_SHARE if auto_budget and not getattr(train, "group_by_length", False) else None
+        return AUTO_NEGATIVE_SHARE if auto_budget(train) and not getattr(train, "group_by_length", False) else None
     return None if share is None else float(share)
 
 
@@ -388,7 +393,7 @@ def early_stopping_patience(train: Any) -> int | None:
     None: an explicit budget (``epochs``/``max_steps``) trains to its end and keeps its last weights."""
     if train.patience is not None:
         return int(train.patience) or None
-    return 3 if train.epochs == "auto" and not train.max_steps else None
+    return 3 if auto_budget(train) else None
 
 
 def trainable_weights(model, device=None) -> dict[str, torch.Tensor]:
@@ -768,7 +773,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     # expert); they run there only when the user asks for them with train.eval_every.
     if evaluate is not None and train.eval_every != 0 and (train.eval_every or patience is not None):
         every = int(train.eval_every) if train.eval_every else max(10, total // 10)
-        floor = min(int(train.min_steps), total) if train.epochs == "auto" and not train.max_steps else 0
+        floor = min(int(train.min_steps), total) if auto_budget(train) else 0
         stopping = EarlyStopping(evaluate, every, patience, train_mode=lambda m: set_train_mode(m, base_dropout),
                                  not_before=floor)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(round(float(train.warmup_ratio) * total)),
