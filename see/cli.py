@@ -204,6 +204,11 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
                      + (" (no better than the commonest answer)" if a.get("answers_collapsed") else ""))
                      for a in m["attempts"]]
             print(f"{'':>4}trained {len(tried)} times, seed {m.get('kept_seed')} kept: " + ", ".join(tried))
+        taken = sorted(((v["accepted"], k) for k, v in (m.get("earlier_tasks_taken") or {}).items()
+                        if v["accepted"] > 0), reverse=True)
+        if taken:  # the routing this expert took from older ones when it was added (newest first)
+            print(f"{'':>4}accepts earlier tasks' kept queries: "
+                  + ", ".join(f"{k} {pct(share)}" for share, k in taken[:3]) + (" ..." if len(taken) > 3 else ""))
     return 0
 
 

@@ -56,6 +56,12 @@ def test_store_layout_and_manifest(two_experts):
     topic = m["experts"][1]["metrics"]["reconstruction"]
     # 0.2 x 200 rehearsal negatives (above the floor of 30); the whole 120-query pool, fewer than the 200 asked
     assert topic["topic"] == 200 and topic["rehearsal:sentiment"] == 40 and topic["general"] == 120
+    # what the newer expert takes of the older task's routing, on sentiment's kept queries it did not train on:
+    # 100 kept, of which the 40 negatives above minus those held out were trained on
+    assert "earlier_tasks_taken" not in m["experts"][0]["metrics"]
+    taken = m["experts"][1]["metrics"]["earlier_tasks_taken"]
+    assert set(taken) == {"sentiment"} and 60 <= taken["sentiment"]["queries"] < 100
+    assert taken["sentiment"]["accepted"] <= 0.1 and not taken["sentiment"]["all_trained_on"]
     assert (two_experts / "tokenizer" / "tokenizer.json").is_file()
     assert not (two_experts / ".staging").exists() or not any((two_experts / ".staging").iterdir())
 

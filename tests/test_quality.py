@@ -115,6 +115,59 @@ def test_the_quality_gate_names_the_bar_an_expert_did_not_clear(metrics, warned)
         assert line.startswith("warning: expert 'sst2' did not learn") and warned in line, line
 
 
+def test_earlier_tasks_taken_counts_the_unseen_kept_queries_at_the_routing_threshold(tiny_llama, monkeypatch):
+    from see.prompt import format_prompt
+    from see.routing import calibration
+    from test_training import _prompt, _setup
+
+    model, tok, pos, neg = _setup(tiny_llama)
+    prompt, indicator = _prompt(model, tok, pos, neg)
+    p = {format_prompt(x, i, prompt.template): s for i, x, s in [
+        (None, "add 1 2", 0.99), (None, "add 3 4", 0.9), (None, "add 5 6", 0.3), (None, "add 7 8", 0.05),
+        ("Reverse it.", "reverse ab", 0.7)]}
+
+    def scores(model, prompt_, texts, pos_id, batch_size=32):  # looked up by the whole prompt text
+        got = [p[t] for t in texts]
+        return got, [s > 0.5 for s in got]
+
+    monkeypatch.setattr(calibration, "active_adapter_scores", scores)
+    kept = {"add": [(None, "add 1 2"), (None, "add 3 4"), (None, "add 5 6"), (None, "add 7 8")],
+            "reverse": [("Reverse it.", "reverse ab")]}
+    trained_on = {(None, "add 1 2"), ("Reverse it.", "reverse ab")}
+    taken = lambda threshold: calibration.earlier_tasks_taken(model, prompt, indicator.pos_id, kept,  # noqa: E731
+                                                              trained_on, threshold)
+    # "add 1 2" was a training negative: left out; the reverse task's one kept query was too, so it is all there is
+    assert taken(0.5) == {"add": {"accepted": round(1 / 3, 4), "queries": 3, "all_trained_on": False},
+                          "reverse": {"accepted": 1.0, "queries": 1, "all_trained_on": True}}
+    assert taken(0.2)["add"]["accepted"] == round(2 / 3, 4) and taken(0.95)["reverse"]["accepted"] == 0.0
+    assert taken(None)["add"]["accepted"] == round(1 / 3, 4)  # argmax
+
+
+@pytest.mark.parametrize("taken, named", [
+    ({"add_numbers": {"accepted": 0.38, "queries": 70}, "count_vowels": {"accepted": 0.1, "queries": 70}},
+     "'add_numbers' 38%"),
+    ({"add_numbers": {"accepted": 0.4, "queries": 70}, "even_odd": {"accepted": 0.2, "queries": 70}},
+     "'add_numbers' 40%, 'even_odd' 20%"),
+    ({"add_numbers": {"accepted": 0.1, "queries": 70}}, None),  # one or two by chance: not a warning
+])
+def test_the_quality_gate_names_the_earlier_tasks_a_new_expert_takes(taken, named):
+    from omegaconf import OmegaConf
+
+    from see.lifecycle import _quality_gate
+
+    lines = []
+    metrics = {"heldout_exact_match": 0.9, "base_exact_match": 0.0, "heldout_accept_rate": 1.0,
+               "heldout_reject_rate": 1.0, "steps": 1000, "earlier_tasks_taken": taken}
+    cfg = OmegaConf.create({"train": {"min_score": None}, "reconstruction": {"min_negatives_per_task": 30}})
+    _quality_gate("subtract_numbers", metrics, cfg, lines.append)
+    if named is None:
+        assert lines == []
+    else:
+        [line] = lines
+        assert line.startswith("warning: expert 'subtract_numbers' accepts queries of earlier tasks (" + named + " ")
+        assert "count_vowels" not in line and "min_negatives_per_task" in line
+
+
 def _yes_no_task(path, n=60):
     """A closed answer set: an untrained expert's answers are no better than always giving the commonest one."""
     from conftest import write_jsonl

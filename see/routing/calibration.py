@@ -112,6 +112,30 @@ def measure(peft_model, prompt, pos_id: int, positives: Sequence[str], negatives
     }
 
 
+def earlier_tasks_taken(peft_model, prompt: PromptFormat, pos_id: int,
+                        kept: dict[str, Sequence[tuple[str | None, str]]],
+                        trained_on: set[tuple[str | None, str]], threshold: float | None) -> dict[str, dict]:
+    """Share of each earlier task's kept queries that a new expert (the active adapter) accepts.
+
+    Queries visit experts newest first, so every query of an earlier task that the new expert accepts is
+    answered by it, whatever the earlier task's own expert would have said: this share is the routing an
+    add takes away from each earlier task. Measured on the kept (rehearsal) queries the new expert did not
+    train on, which are a random sample of that task's data it never saw; when it trained on all of them,
+    on all of them (then a lower bound). ``threshold`` None is argmax.
+    """
+    out: dict[str, dict] = {}
+    for name, queries in kept.items():
+        if not queries:
+            continue
+        unseen = [q for q in queries if (q[0], q[1]) not in trained_on]
+        sample = unseen or list(queries)
+        texts = [format_prompt(text, instruction, prompt.template) for instruction, text in sample]
+        scores, argmax = active_adapter_scores(peft_model, prompt, texts, pos_id)
+        share = acceptance_rate(scores, threshold) if threshold is not None else sum(argmax) / len(argmax)
+        out[name] = {"accepted": round(share, 4), "queries": len(sample), "all_trained_on": not unseen}
+    return out
+
+
 def _answers_match(model, prompt: PromptFormat, texts: Sequence[str], answers: Sequence[str], indicator: Indicator,
                    batch_size: int, as_expert: bool) -> float:
     """Exact-match share of greedy answers: the expert's after its ``<<pos>>``, or the base's own."""
