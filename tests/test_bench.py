@@ -624,3 +624,21 @@ def test_user_task_runner_sends_ensemble_settings_to_init_and_the_rest_to_each_e
                                    "routing.target_frr=0.05"]) == (
         ["prompt.template={input}", "model.dtype=float32"], ["train.epochs=2", "routing.target_frr=0.05"])
     assert module.split_overrides([]) == ([], [])
+
+
+def test_one_more_copies_the_ensemble_as_it_stood_before_the_task(tmp_path):
+    module = _benchmark_script("user-tasks/one_more")
+    ens = tmp_path / "ensemble"
+    experts = [{"name": n, "path": f"experts/{n}"} for n in ("reverse_word", "add_numbers", "subtract_numbers")]
+    for e in experts:
+        (ens / e["path"]).mkdir(parents=True)
+        (ens / e["path"] / "rehearsal.jsonl").write_text("{}\n")
+    (ens / "manifest.json").write_text(json.dumps({"format_version": 1, "experts": experts, "retired": []}))
+    kept = module.truncated_copy(ens, "add_numbers", tmp_path / "copy")
+    assert kept == ["reverse_word"]
+    manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["experts"]] == ["reverse_word"] and manifest["retired"] == []
+    assert sorted(p.name for p in (tmp_path / "copy" / "experts").iterdir()) == ["reverse_word"]
+    assert (ens / "experts" / "subtract_numbers").is_dir()  # the finished run's ensemble is left as it was
+    with pytest.raises(SystemExit, match="no expert 'count_vowels'"):
+        module.truncated_copy(ens, "count_vowels", tmp_path / "other")

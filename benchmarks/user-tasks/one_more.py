@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
         cmd = [*see, "add-expert", str(ens), "--name", args.task, "--data", str(HERE / spec["train"]),
                "--no-progress", *field_flags(spec), *overrides]
         start = time.time()
-        added = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        # cwd outside the repo, as run.py's: `python -m see` would otherwise import the checkout's package
+        added = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
         seconds = round(time.time() - start, 1)
         if added.returncode != 0:
             raise SystemExit(f"one_more.py: add-expert failed ({added.returncode}):\n{added.stderr[-2000:]}")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in evals:
             entry = index[name]
             out = subprocess.run([*see, "eval", str(ens), "--data", str(HERE / entry["test"]), "--json",
-                                  *field_flags(entry)], capture_output=True, text=True, env=env, check=True)
+                                  *field_flags(entry)], capture_output=True, text=True, env=env, cwd=tmp, check=True)
             got = json.loads(out.stdout)
             results["eval"][name] = {"exact_match": got["score"], "routed": got["routed"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)

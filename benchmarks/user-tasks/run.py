@@ -118,7 +118,9 @@ class Cli:
                   # the machine's 1-minute load around the run: wall times on shared cores depend on it
                   "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                   "command": shlex.join(cmd), "stdout": out_path.read_text(errors="replace"),
-                  "stderr_tail": err_path.read_text(errors="replace")[-2000:]}
+                  "stderr_tail": err_path.read_text(errors="replace")[-2000:],
+                  "warnings": [line for line in err_path.read_text(errors="replace").splitlines()
+                               if line.startswith("warning:")]}
         if check and result["rc"] != 0:
             raise CliError(result, err_path)
         return result
@@ -268,7 +270,7 @@ def build(cli: Cli, work: Path, args, tasks: list[dict], overrides: list[str], s
         log(f"[add ] {name} ...")
         result = cli.run(cmd, f"add-{name}", check=False)
         record = {k: result[k] for k in ("rc", "seconds", "cpu_seconds", "peak_rss_bytes", "loadavg_1m", "command",
-                                         "stderr_tail")}
+                                         "stderr_tail", "warnings")}
         state.setdefault("experts", {})[name] = record
         save_state(work, state)
         if result["rc"] != 0:
@@ -326,6 +328,7 @@ def summarise(tasks, ood, listing, evals, ood_evals, state, failed, base) -> dic
             "add_loadavg_1m": added.get("loadavg_1m"), "add_peak_rss_bytes": added.get("peak_rss_bytes"),
             "add_rc": added.get("rc"), "add_command": added.get("command"),
             "add_error": added.get("stderr_tail", "").strip()[-600:] if added.get("rc") else None,
+            "add_warnings": added.get("warnings") or [],
             "train_metrics": metrics.get(name, {}).get("metrics"),
             "eval_seconds": evals.get(name, {}).get("seconds"),
         })
@@ -437,6 +440,9 @@ def write_report(out: Path, results: dict) -> None:
     mean_secs = "–" if means["add_seconds"] is None else f"{means['add_seconds']:.1f}"
     lines.append(f"| **mean** | | | **{pct(means['exact_match'])}** | **{pct(means['routed_own'])}** | "
                  f"**{pct(means['in_task_to_fallback'])}** | | {mean_secs} | | | | |")
+    warned = [(r["task"], w) for r in s["tasks"] for w in r.get("add_warnings") or []]
+    if warned:
+        lines += ["", "Warnings `add-expert` printed:", ""] + [f"- `{task}`: {w}" for task, w in warned]
     lines += ["", "## Out-of-distribution queries", "",
               "Query families no expert trained on; what counts is the share that reaches the fallback.", "",
               "| family | queries | to fallback | taken by experts |", "|---|---|---|---|"]
