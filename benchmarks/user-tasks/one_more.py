@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import field_flags, load_index  # noqa: E402
+from run import Cli, field_flags, load_index  # noqa: E402
 
 
 def truncated_copy(ensemble: Path, task: str, dest: Path) -> list[str]:
@@ -52,33 +49,26 @@ def main(argv: list[str] | None = None) -> dict:
     args, overrides = p.parse_known_args(argv)
     index = load_index()
     spec = index[args.task]
-    env = dict(os.environ)
-    if args.source_tree:
-        env["PYTHONPATH"] = str(args.source_tree.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
-    see = [sys.executable, "-m", "see"]
     with tempfile.TemporaryDirectory(prefix="see-one-more-") as tmp:
+        # run.py's runner: logs in tmp, which is also the cwd, so --source-tree decides which package runs
+        cli = Cli([sys.executable, "-m", "see"], Path(tmp), args.source_tree.resolve() if args.source_tree else None)
         ens = Path(tmp) / "ensemble"
         before = truncated_copy(args.work / "ensemble", args.task, ens)
         evals = args.eval or [args.task, *before[-1:], "ood_number_words"]
-        cmd = [*see, "add-expert", str(ens), "--name", args.task, "--data", str(HERE / spec["train"]),
-               "--no-progress", *field_flags(spec), *overrides]
-        start = time.time()
-        # cwd outside the repo, as run.py's: `python -m see` would otherwise import the checkout's package
-        added = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-        seconds = round(time.time() - start, 1)
-        if added.returncode != 0:
-            raise SystemExit(f"one_more.py: add-expert failed ({added.returncode}):\n{added.stderr[-2000:]}")
+        added = cli.run(["add-expert", str(ens), "--name", args.task, "--data", str(HERE / spec["train"]),
+                         "--no-progress", *field_flags(spec), *overrides], "add", check=False)
+        if added["rc"] != 0:
+            raise SystemExit(f"one_more.py: add-expert failed ({added['rc']}):\n{added['stderr_tail']}")
         manifest = json.loads((ens / "manifest.json").read_text())
         results = {"command": " ".join(["python benchmarks/user-tasks/one_more.py",
                                         *(sys.argv[1:] if argv is None else argv)]), "work": str(args.work),
-                   "task": args.task, "experts_before": before, "overrides": overrides, "add_seconds": seconds,
-                   "warnings": [line for line in added.stderr.splitlines() if line.startswith("warning:")],
+                   "task": args.task, "experts_before": before, "overrides": overrides,
+                   "add_seconds": round(added["seconds"], 1), "warnings": added["warnings"],
                    "metrics": manifest["experts"][-1]["metrics"], "eval": {}}
         for name in evals:
             entry = index[name]
-            out = subprocess.run([*see, "eval", str(ens), "--data", str(HERE / entry["test"]), "--json",
-                                  *field_flags(entry)], capture_output=True, text=True, env=env, cwd=tmp, check=True)
-            got = json.loads(out.stdout)
+            got, _ = cli.json(["eval", str(ens), "--data", str(HERE / entry["test"]), "--json", *field_flags(entry)],
+                              f"eval-{name}")
             results["eval"][name] = {"exact_match": got["score"], "routed": got["routed"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

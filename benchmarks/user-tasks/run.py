@@ -112,15 +112,15 @@ class Cli:
             proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=self.env, cwd=self.logs)
             _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr = err_path.read_text(errors="replace")
         result = {"rc": proc.returncode, "seconds": round(time.monotonic() - start, 2),
                   "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
                   "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
                   # the machine's 1-minute load around the run: wall times on shared cores depend on it
                   "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                   "command": shlex.join(cmd), "stdout": out_path.read_text(errors="replace"),
-                  "stderr_tail": err_path.read_text(errors="replace")[-2000:],
-                  "warnings": [line for line in err_path.read_text(errors="replace").splitlines()
-                               if line.startswith("warning:")]}
+                  "stderr_tail": stderr[-2000:],
+                  "warnings": [line for line in stderr.splitlines() if line.startswith("warning:")]}
         if check and result["rc"] != 0:
             raise CliError(result, err_path)
         return result
