@@ -209,6 +209,12 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
         if taken:  # the routing this expert took from older ones when it was added (newest first)
             print(f"{'':>4}accepts earlier tasks' kept queries: "
                   + ", ".join(f"{k} {pct(share)}" for share, k in taken[:3]) + (" ..." if len(taken) > 3 else ""))
+        repair = m.get("repair")
+        if repair:  # train.repair_steps: what the steps on half of those queries did to the other half
+            print(f"{'':>4}{repair['steps']} more steps against "
+                  + ", ".join(f"{k} ({pct(repair['taken_before'][k])} -> {pct(repair['taken_after'][k])} of the "
+                              f"held-back half)" for k in repair["tasks"])
+                  + (": kept" if repair["kept"] else ": not kept"))
     return 0
 
 

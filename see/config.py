@@ -188,6 +188,14 @@ class TrainConfig:
                                                "(exit code 3, ensemble unchanged); none: only warn",
                                          low=0.0, high=1.0)
     checkpoint_every: int = setting(0, "checkpoint every N steps, for `--resume` (0: never)", low=0)
+    repair_steps: int = setting(200, "when the new expert accepts more than 10% of an earlier task's kept queries "
+                                     "that it did not train on (queries visit the newest expert first, so it "
+                                     "would answer them), train it this many steps more with half of those "
+                                     "queries as negatives and every negative in every epoch, and keep the "
+                                     "result if the share of the other half it gives back outweighs what its "
+                                     "own held-out exact match and acceptance lose (README, user tasks); one "
+                                     "process only; 0: only warn",
+                                low=0)
     restarts: int = setting(1, "train the expert again from the start, with another seed, when its held-out "
                                "answers are no better than always giving the commonest one (closed answer sets "
                                "only), at most this many times; the attempt with the best held-out score is kept. "

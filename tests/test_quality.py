@@ -168,6 +168,97 @@ def test_the_quality_gate_names_the_earlier_tasks_a_new_expert_takes(taken, name
         assert "count_vowels" not in line and "min_negatives_per_task" in line
 
 
+@pytest.mark.parametrize("after, em_lost, kept", [
+    (0.2, 0.0, True),  # gives back 30% of the held-back half for nothing
+    (0.2, 0.2, True),  # 30% back for 20% of its own held-out answers
+    (0.4, 0.2, False),  # 10% back for 20%
+    (0.6, 0.0, False),  # takes more
+])
+def test_an_expert_that_takes_an_earlier_tasks_queries_trains_more_on_half_of_them(tiny_llama, tmp_path, monkeypatch,
+                                                                                     after, em_lost, kept):
+    """The repair trains on half of the taken task's unseen kept queries and is judged on the other half
+    against what it costs the expert's own held-out figures; a repair that does not pay is undone, weight for
+    weight."""
+    import torch
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.routing import calibration
+
+    real_taken, real_train, real_until = (calibration.earlier_tasks_taken, lifecycle.train_expert,
+                                          lifecycle._train_until_not_collapsed)
+    calls, trained, first = [], [], []
+
+    def taken(model, prompt, pos_id, kept, trained_on, threshold):
+        out = real_taken(model, prompt, pos_id, kept, trained_on, threshold)
+        calls.append({k: [q for q in v if q not in trained_on] for k, v in kept.items()})
+        if len(calls) in (2, 3):  # on the held-back half: before the repair, after it
+            out = {k: {**v, "accepted": 0.5 if len(calls) == 2 else after} for k, v in out.items()}
+        return out
+
+    def train_expert(model, prompt, indicator, examples, **kwargs):
+        trained.append((list(examples), kwargs["train"]))
+        return real_train(model, prompt, indicator, examples, **kwargs)
+
+    def until(*args, **kwargs):
+        peft_model, result = real_until(*args, **kwargs)
+        if not first:  # the second expert's weights before any repair
+            first.append(None)
+        else:
+            first[0] = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+        return peft_model, result
+
+    real_evaluate = calibration.evaluate_heldout
+
+    def evaluate(model, *args, **kwargs):
+        figures = real_evaluate(model, *args, **kwargs)
+        if kwargs.get("zero_shot"):  # the end of an expert's training
+            figures.update(heldout_exact_match=0.5, heldout_accept_rate=1.0)
+        else:  # after the repair (an explicit budget has no periodic evaluations)
+            figures.update(heldout_exact_match=0.5 - em_lost, heldout_accept_rate=1.0)
+        return figures
+
+    monkeypatch.setattr(calibration, "evaluate_heldout", evaluate)
+    monkeypatch.setattr(calibration, "earlier_tasks_taken", taken)
+    monkeypatch.setattr(lifecycle, "train_expert", train_expert)
+    monkeypatch.setattr(lifecycle, "_train_until_not_collapsed", until)
+    monkeypatch.setattr(lifecycle, "MAX_TAKEN", -1.0)  # whatever the tiny expert does, it counts as taking
+    path, lines = tmp_path / "ens", []
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    for name in ("antonym", "sentiment"):
+        lifecycle.add_expert(path, name, load_task(family_jsonl(tmp_path / f"{name}.jsonl", name, 40)),
+                             overrides=[*FAST, "train.repair_steps=3"], progress=False, log=lines.append)
+    experts = json.loads((path / "manifest.json").read_text())["experts"]
+    assert "repair" not in experts[0]["metrics"]  # the first expert has no earlier task to take
+    repair = experts[1]["metrics"]["repair"]
+    unseen = calls[0]["antonym"]  # the antonym queries kept that the second expert did not train on
+    held_back = calls[1]["antonym"]
+    repair_examples, settings = trained[-1]
+    assert repair_examples[:len(trained[-2][0])] == trained[-2][0]  # what the expert trained on, then the half
+    added = [(e.instruction, e.input) for e in repair_examples[len(trained[-2][0]):]]
+    assert len(held_back) == len(unseen) - len(unseen) // 2 and repair["negatives_added"] == len(unseen) // 2
+    assert sorted(held_back + added, key=str) == sorted(unseen, key=str)  # the two halves split them
+    assert all(e.kind == "neg" for e in repair_examples[len(trained[-2][0]):])
+    assert settings.max_steps == 3 and settings.negative_share is None and settings.patience == 0
+    assert repair["taken_before"] == {"antonym": 0.5} and repair["taken_after"] == {"antonym": after}
+    assert repair["kept"] is kept and repair["steps"] == 3
+    assert repair["heldout_exact_match_before"] == 0.5 and repair["heldout_exact_match_after"] == 0.5 - em_lost
+    assert experts[1]["metrics"]["heldout_exact_match"] == (0.5 - em_lost if kept else 0.5)
+    assert any("training it 3 steps more" in line for line in lines)
+    stored = lifecycle.Ensemble.load(path).model
+    weights = {n: p for n, p in stored.named_parameters() if ".sentiment" in n and "lora_" in n}
+    before = {n.replace(".default", ".sentiment"): w for n, w in first[0].items() if "lora_" in n}
+    assert weights and weights.keys() == before.keys()
+    assert all(torch.equal(weights[n], before[n]) for n in weights) is (not kept)
+    # kept: the stored measure leaves out the queries the repair trained on (a kept query may be there twice)
+    stored_taken = experts[1]["metrics"]["earlier_tasks_taken"]["antonym"]
+    assert stored_taken["queries"] == (len([q for q in held_back if q not in added]) if kept else len(unseen))
+    listing = run_see("list", path)
+    assert listing.returncode == 0
+    assert (f"3 more steps against antonym (50% -> {100 * after:.0f}% of the held-back half): "
+            + ("kept" if kept else "not kept")) in listing.stdout, listing.stdout
+
+
 def _yes_no_task(path, n=60):
     """A closed answer set: an untrained expert's answers are no better than always giving the commonest one."""
     from conftest import write_jsonl
