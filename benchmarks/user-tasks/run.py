@@ -443,6 +443,19 @@ def write_report(out: Path, results: dict) -> None:
     warned = [(r["task"], w) for r in s["tasks"] for w in r.get("add_warnings") or []]
     if warned:
         lines += ["", "Warnings `add-expert` printed:", ""] + [f"- `{task}`: {w}" for task, w in warned]
+    repaired = [(r["task"], (r["train_metrics"] or {}).get("repair")) for r in s["tasks"]]
+    repaired = [(task, rep) for task, rep in repaired if rep]
+    if repaired:
+        lines += ["", "Experts `add-expert` trained more because they took an earlier task's queries "
+                  "(`train.repair_steps`; shares of the held-back half of that task's unseen kept queries):", ""]
+        for task, rep in repaired:
+            shares = ", ".join(f"`{k}` {pct(rep['taken_before'][k])} -> {pct(rep['taken_after'][k])} of "
+                               f"{rep['checked_on'][k]}" for k in rep["tasks"])
+            lines.append(f"- `{task}`: {rep['steps']} steps, {rep['negatives_added']} negatives added, "
+                         f"{rep['seconds']:.0f} s: {shares}; held-out exact match "
+                         f"{pct(rep.get('heldout_exact_match_before'))} -> {pct(rep.get('heldout_exact_match_after'))}"
+                         f", acceptance {pct(rep.get('heldout_accept_rate_before'))} -> "
+                         f"{pct(rep.get('heldout_accept_rate_after'))}: " + ("kept" if rep["kept"] else "not kept"))
     lines += ["", "## Out-of-distribution queries", "",
               "Query families no expert trained on; what counts is the share that reaches the fallback.", "",
               "| family | queries | to fallback | taken by experts |", "|---|---|---|---|"]
