@@ -210,7 +210,10 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
             print(f"{'':>4}accepts earlier tasks' kept queries: "
                   + ", ".join(f"{k} {pct(share)}" for share, k in taken[:3]) + (" ..." if len(taken) > 3 else ""))
         repair = m.get("repair")
-        if repair:  # train.repair_steps: what the steps on half of those queries did to the other half
+        if repair and "failed" in repair:
+            print(f"{'':>4}{repair['steps']} more steps against {', '.join(repair['tasks'])} failed "
+                  f"({repair['failed']}): undone")
+        elif repair:  # train.repair_steps: what the steps on half of those queries did to the other half
             print(f"{'':>4}{repair['steps']} more steps against "
                   + ", ".join(f"{k} ({pct(repair['taken_before'][k])} -> {pct(repair['taken_after'][k])} of the "
                               f"held-back half)" for k in repair["tasks"])

@@ -546,9 +546,10 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
     the whole user-task suite's mean (63.8% against 66.6%), while on the expert that takes another's queries
     it gives them back (subtract took 40-42% of add's test queries over three seeds, 12% with
     ``reconstruction.min_negatives_per_task=100`` and ``train.negative_share=none``). The half held back
-    measures the result on queries it did not train on, as the measure before it was. Updates
-    ``result.metrics`` in place (``repair``, and the held-out figures and ``earlier_tasks_taken`` of the
-    weights kept).
+    measures the result on queries it did not train on, as the measure before it was; queries in the
+    expert's held-out set never become training negatives, since its held-out figures and threshold are
+    measured on them again. Updates ``result.metrics`` in place (``repair``, and the held-out figures and
+    ``earlier_tasks_taken`` of the weights kept).
     """
     import random
     import time
@@ -556,23 +557,28 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
     from see.experts.reconstruction import TrainingExample
 
     m = result.metrics
-    taken = sorted(k for k, v in m["earlier_tasks_taken"].items() if v["accepted"] > MAX_TAKEN
-                   and not v["all_trained_on"])
-    if not taken:
-        return
+    held_out = {(ex.instruction, ex.input) for ex in data.heldout}
     rng = random.Random(int(cfg.train.seed))
     extra, check = [], {}
-    for k in taken:
-        unseen = [q for q in rehearsal.per_task[k] if (q[0], q[1]) not in trained_on]
-        rng.shuffle(unseen)
-        half = len(unseen) // 2
-        extra += [TrainingExample(i, x, "neg", None, f"rehearsal:{k}") for i, x in unseen[:half]]
-        check[k] = unseen[half:]
+    for k, v in sorted(m["earlier_tasks_taken"].items()):
+        if v["accepted"] <= MAX_TAKEN or v["all_trained_on"]:
+            continue
+        # a query kept twice must not be trained on in one half and measured in the other
+        unseen = list(dict.fromkeys(q for q in rehearsal.per_task[k] if (q[0], q[1]) not in trained_on))
+        if len(unseen) < MIN_REPAIR_QUERIES:
+            continue
+        candidates = [q for q in unseen if q not in held_out]
+        rng.shuffle(candidates)
+        chosen = set(candidates[:len(unseen) // 2])
+        extra += [TrainingExample(i, x, "neg", None, f"rehearsal:{k}") for i, x in candidates[:len(unseen) // 2]]
+        check[k] = [q for q in unseen if q not in chosen]
+    if not extra:
+        return
+    taken = sorted(check)
     pos_id = manifest.indicator.pos_id
-    routes_at = m.get("threshold") if auto else None
     rule = cfg.routing.threshold
-    if routes_at is None and isinstance(rule, (int, float)):
-        routes_at = rule
+    fixed = rule if isinstance(rule, (int, float)) else None  # a number the user chose; else auto or argmax
+    routes_at = m.get("threshold") if auto else fixed
     before_taken = calibration.earlier_tasks_taken(peft_model, prompt, pos_id, check, set(), routes_at)
     before_weights = trainable_weights(peft_model)
     steps = int(cfg.train.repair_steps)
@@ -583,17 +589,26 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
     log(f"expert '{name}' accepts {shares} (kept queries it did not train on); training it {steps} steps more "
         f"with {len(extra)} of them as negatives (train.repair_steps)")
     start = time.time()
-    train_expert(peft_model, prompt, manifest.indicator, list(data.train) + extra, lora=cfg.lora, train=settings,
-                 kind=manifest.model.expert_kind, where=task.source, accelerator=accelerator, progress=progress,
-                 log=log, peft_model=peft_model)
+    try:
+        train_expert(peft_model, prompt, manifest.indicator, list(data.train) + extra, lora=cfg.lora,
+                     train=settings, kind=manifest.model.expert_kind, where=task.source, accelerator=accelerator,
+                     progress=progress, log=log, peft_model=peft_model)
+    except TrainingError as err:  # the expert as it was trained is still a good one: add it, say so
+        load_trainable_weights(peft_model, before_weights)
+        peft_model.eval()
+        m["repair"] = {"tasks": taken, "steps": steps, "negatives_added": len(extra), "kept": False,
+                       "failed": err.reason}
+        log(f"expert '{name}': the {steps} more steps failed ({err.reason}); the expert as it was before them "
+            "is added")
+        return
     peft_model.eval()
     max_length = min(int(cfg.train.max_length), prompt.context)
     after = calibration.evaluate_heldout(peft_model, prompt, manifest.indicator, data.heldout, max_length=max_length,
                                          target_frr=float(cfg.routing.target_frr),
                                          margin_odds=float(cfg.routing.margin_odds))
-    after_routes_at = after.get("threshold") if auto else routes_at
+    after_routes_at = after.get("threshold") if auto else fixed
     after_taken = calibration.earlier_tasks_taken(peft_model, prompt, pos_id, check, set(), after_routes_at)
-    kept = repair_pays(before_taken, after_taken, m, after)
+    kept = repair_pays(before_taken, after_taken, m, after, at_threshold=auto)
     record = {"tasks": taken, "steps": steps, "negatives_added": len(extra), "kept": kept,
               "seconds": round(time.time() - start, 1),
               "taken_before": {k: v["accepted"] for k, v in before_taken.items()},
@@ -619,22 +634,30 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
         + (": kept" if kept else ": not kept; the expert as it was before these steps is added"))
 
 
-def repair_pays(before_taken: dict, after_taken: dict, before: dict, after: dict) -> bool:
+def repair_pays(before_taken: dict, after_taken: dict, before: dict, after: dict, at_threshold: bool = True) -> bool:
     """Whether a repair gives back more than it costs: the shares of the earlier tasks' held-back queries it no
-    longer accepts, summed, against what the expert's own held-out exact match and acceptance lost.
+    longer accepts, summed, against what the expert's own held-out exact match and acceptance lost
+    (acceptance at its threshold when ``at_threshold`` and the figures have it, as it will route; else argmax).
 
     Each is a share of one task's queries answered by the right expert, so the two sides weigh alike. A fixed
     tolerance on the expert's own figures alone refused a repair that gave add back 16% of its queries for 2
     of subtract's 30 held-out answers (benchmarks/user-tasks/README.md).
     """
     gain = sum(before_taken[k]["accepted"] - after_taken[k]["accepted"] for k in before_taken)
+    accept = ("heldout_accept_rate_at_threshold" if at_threshold and "heldout_accept_rate_at_threshold" in before
+              else "heldout_accept_rate")
     loss = sum(max(0.0, before[key] - after.get(key, 0.0))
-               for key in ("heldout_exact_match", "heldout_accept_rate") if before.get(key) is not None)
+               for key in ("heldout_exact_match", accept) if before.get(key) is not None)
     return gain > 0 and gain > loss
 
 
+#: An earlier task needs this many unseen kept queries for a repair: two to train on, two to measure it on.
+MIN_REPAIR_QUERIES = 4
+
+
 #: Held-out figures a repair's record keeps from before and after it.
-REPAIR_FIGURES = ("heldout_exact_match", "heldout_accept_rate", "heldout_reject_rate", "threshold")
+REPAIR_FIGURES = ("heldout_exact_match", "heldout_accept_rate", "heldout_accept_rate_at_threshold",
+                  "heldout_reject_rate", "threshold")
 
 
 #: Longest text kept of a rehearsal query (and of its instruction), in characters. Training cuts prompts to
@@ -679,11 +702,16 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
         which = ", ".join(f"'{k}' {100 * v['accepted']:.0f}%" for k, v in
                           sorted(taken.items(), key=lambda kv: -kv[1]["accepted"]))
         repair = m.get("repair")
-        tried = (f" after {repair['steps']} more steps against them ({'kept' if repair['kept'] else 'not kept'}; "
-                 "train.repair_steps)" if repair else "")
+        tried = ""
+        if repair:
+            against = ", ".join(f"'{k}'" for k in repair["tasks"])
+            tried = (f" {repair['steps']} more steps against {against} (train.repair_steps) "
+                     + ("were kept; the shares are after them." if repair["kept"] else
+                        "failed and were undone." if "failed" in repair else
+                        "gave back less than they cost and were undone."))
         log(f"warning: expert '{name}' accepts queries of earlier tasks ({which} of their kept queries that it "
-            f"did not train on{tried}). Queries visit the newest expert first, so it will answer that share of "
-            "theirs. Give it more of their queries to reject, every epoch: reconstruction.min_negatives_per_task=100 "
+            "did not train on). Queries visit the newest expert first, so it will answer that share of theirs."
+            f"{tried} Give it more of their queries to reject, every epoch: reconstruction.min_negatives_per_task=100 "
             f"(now {cfg.reconstruction.min_negatives_per_task}; at most reconstruction.rehearsal_size) and "
             "train.negative_share=none; or make the tasks' wordings differ more.")
     if problems:

@@ -168,25 +168,30 @@ def test_the_quality_gate_names_the_earlier_tasks_a_new_expert_takes(taken, name
         assert "count_vowels" not in line and "min_negatives_per_task" in line
 
 
-@pytest.mark.parametrize("after, em_lost, kept", [
-    (0.2, 0.0, True),  # gives back 30% of the held-back half for nothing
-    (0.2, 0.2, True),  # 30% back for 20% of its own held-out answers
-    (0.4, 0.2, False),  # 10% back for 20%
-    (0.6, 0.0, False),  # takes more
+@pytest.mark.parametrize("after, em_lost, outcome", [
+    (0.2, 0.0, "kept"),  # gives back 30% of the held-back half for nothing
+    (0.2, 0.2, "kept"),  # 30% back for 20% of its own held-out answers
+    (0.4, 0.2, "undone"),  # 10% back for 20%
+    (0.6, 0.0, "undone"),  # takes more
+    (None, 0.0, "failed"),  # the loss diverges during the repair
+    (None, 0.0, "off"),  # train.repair_steps=0
 ])
 def test_an_expert_that_takes_an_earlier_tasks_queries_trains_more_on_half_of_them(tiny_llama, tmp_path, monkeypatch,
-                                                                                     after, em_lost, kept):
-    """The repair trains on half of the taken task's unseen kept queries and is judged on the other half
-    against what it costs the expert's own held-out figures; a repair that does not pay is undone, weight for
-    weight."""
+                                                                                     after, em_lost, outcome):
+    """The repair trains on half of the taken task's unseen kept queries (never its own held-out ones) and is
+    judged on the other half against what it costs the expert's own held-out figures; a repair that does not
+    pay, or fails, is undone, weight for weight, and the expert is added as it was."""
     import torch
 
     import see.lifecycle as lifecycle
     from see.data import load_task
+    from see.errors import TrainingError
     from see.routing import calibration
+    from see.store import read_jsonl
 
     real_taken, real_train, real_until = (calibration.earlier_tasks_taken, lifecycle.train_expert,
                                           lifecycle._train_until_not_collapsed)
+    real_evaluate = calibration.evaluate_heldout
     calls, trained, first = [], [], []
 
     def taken(model, prompt, pos_id, kept, trained_on, threshold):
@@ -196,27 +201,22 @@ def test_an_expert_that_takes_an_earlier_tasks_queries_trains_more_on_half_of_th
             out = {k: {**v, "accepted": 0.5 if len(calls) == 2 else after} for k, v in out.items()}
         return out
 
+    def evaluate(model, *args, **kwargs):
+        figures = real_evaluate(model, *args, **kwargs)
+        own = 0.5 if kwargs.get("zero_shot") else 0.5 - em_lost  # the end of training; after the repair
+        figures.update(heldout_exact_match=own, heldout_accept_rate=1.0, heldout_accept_rate_at_threshold=1.0)
+        return figures
+
     def train_expert(model, prompt, indicator, examples, **kwargs):
         trained.append((list(examples), kwargs["train"]))
+        if outcome == "failed" and len(trained) == 3:
+            raise TrainingError("training diverged: the loss became nan at step 2", field="train.lr")
         return real_train(model, prompt, indicator, examples, **kwargs)
 
     def until(*args, **kwargs):
         peft_model, result = real_until(*args, **kwargs)
-        if not first:  # the second expert's weights before any repair
-            first.append(None)
-        else:
-            first[0] = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+        first.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
         return peft_model, result
-
-    real_evaluate = calibration.evaluate_heldout
-
-    def evaluate(model, *args, **kwargs):
-        figures = real_evaluate(model, *args, **kwargs)
-        if kwargs.get("zero_shot"):  # the end of an expert's training
-            figures.update(heldout_exact_match=0.5, heldout_accept_rate=1.0)
-        else:  # after the repair (an explicit budget has no periodic evaluations)
-            figures.update(heldout_exact_match=0.5 - em_lost, heldout_accept_rate=1.0)
-        return figures
 
     monkeypatch.setattr(calibration, "evaluate_heldout", evaluate)
     monkeypatch.setattr(calibration, "earlier_tasks_taken", taken)
@@ -225,38 +225,73 @@ def test_an_expert_that_takes_an_earlier_tasks_queries_trains_more_on_half_of_th
     monkeypatch.setattr(lifecycle, "MAX_TAKEN", -1.0)  # whatever the tiny expert does, it counts as taking
     path, lines = tmp_path / "ens", []
     lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    steps = 0 if outcome == "off" else 3
     for name in ("antonym", "sentiment"):
         lifecycle.add_expert(path, name, load_task(family_jsonl(tmp_path / f"{name}.jsonl", name, 40)),
-                             overrides=[*FAST, "train.repair_steps=3"], progress=False, log=lines.append)
+                             overrides=[*FAST, f"train.repair_steps={steps}", "train.restarts=0"], progress=False,
+                             log=lines.append)
     experts = json.loads((path / "manifest.json").read_text())["experts"]
     assert "repair" not in experts[0]["metrics"]  # the first expert has no earlier task to take
+    if outcome == "off":
+        assert "repair" not in experts[1]["metrics"] and len(trained) == 2 and len(calls) == 1
+        return
     repair = experts[1]["metrics"]["repair"]
-    unseen = calls[0]["antonym"]  # the antonym queries kept that the second expert did not train on
-    held_back = calls[1]["antonym"]
-    repair_examples, settings = trained[-1]
-    assert repair_examples[:len(trained[-2][0])] == trained[-2][0]  # what the expert trained on, then the half
-    added = [(e.instruction, e.input) for e in repair_examples[len(trained[-2][0]):]]
-    assert len(held_back) == len(unseen) - len(unseen) // 2 and repair["negatives_added"] == len(unseen) // 2
-    assert sorted(held_back + added, key=str) == sorted(unseen, key=str)  # the two halves split them
-    assert all(e.kind == "neg" for e in repair_examples[len(trained[-2][0]):])
+    unseen = list(dict.fromkeys(calls[0]["antonym"]))  # antonym's kept queries the expert did not train on, once
+    held_out = {(r["instruction"], r["input"]) for r in read_jsonl(path / "experts" / "sentiment" / "heldout.jsonl")}
+    repair_examples, settings = trained[2]
+    assert repair_examples[:len(trained[1][0])] == trained[1][0]  # what the expert trained on, then the half
+    added = [(e.instruction, e.input) for e in repair_examples[len(trained[1][0]):]]
+    assert all(e.kind == "neg" for e in repair_examples[len(trained[1][0]):])
+    assert len(added) == len(unseen) // 2 == repair["negatives_added"] and not set(added) & held_out
     assert settings.max_steps == 3 and settings.negative_share is None and settings.patience == 0
-    assert repair["taken_before"] == {"antonym": 0.5} and repair["taken_after"] == {"antonym": after}
-    assert repair["kept"] is kept and repair["steps"] == 3
-    assert repair["heldout_exact_match_before"] == 0.5 and repair["heldout_exact_match_after"] == 0.5 - em_lost
-    assert experts[1]["metrics"]["heldout_exact_match"] == (0.5 - em_lost if kept else 0.5)
-    assert any("training it 3 steps more" in line for line in lines)
     stored = lifecycle.Ensemble.load(path).model
-    weights = {n: p for n, p in stored.named_parameters() if ".sentiment" in n and "lora_" in n}
-    before = {n.replace(".default", ".sentiment"): w for n, w in first[0].items() if "lora_" in n}
-    assert weights and weights.keys() == before.keys()
-    assert all(torch.equal(weights[n], before[n]) for n in weights) is (not kept)
-    # kept: the stored measure leaves out the queries the repair trained on (a kept query may be there twice)
-    stored_taken = experts[1]["metrics"]["earlier_tasks_taken"]["antonym"]
-    assert stored_taken["queries"] == (len([q for q in held_back if q not in added]) if kept else len(unseen))
+    weights = {n: p for n, p in stored.named_parameters() if ".sentiment" in n}
+    before = {n.replace(".default", ".sentiment"): w for n, w in first[1].items()}
+    assert weights.keys() == before.keys() and any("token" in n for n in weights)  # LoRA and indicator rows
+    same = all(torch.equal(weights[n], before[n]) for n in weights)
     listing = run_see("list", path)
     assert listing.returncode == 0
+    if outcome == "failed":
+        assert repair["kept"] is False and "nan" in repair["failed"] and same
+        assert any("more steps failed" in line for line in lines)
+        assert "3 more steps against antonym failed (training diverged" in listing.stdout, listing.stdout
+        return
+    held_back = calls[1]["antonym"]
+    assert sorted(held_back + added, key=str) == sorted(unseen, key=str)  # the two halves split them
+    assert repair["taken_before"] == {"antonym": 0.5} and repair["taken_after"] == {"antonym": after}
+    kept = outcome == "kept"
+    assert repair["kept"] is kept and repair["steps"] == 3 and same is not kept
+    assert repair["heldout_exact_match_before"] == 0.5 and repair["heldout_exact_match_after"] == 0.5 - em_lost
+    assert experts[1]["metrics"]["heldout_exact_match"] == (0.5 - em_lost if kept else 0.5)
+    assert experts[1]["threshold"] == repair["threshold_after" if kept else "threshold_before"]
+    assert any("training it 3 steps more" in line for line in lines)
+    # kept: the stored measure leaves out the queries the repair trained on
+    stored_taken = experts[1]["metrics"]["earlier_tasks_taken"]["antonym"]
+    assert stored_taken["queries"] == len([q for q in calls[0]["antonym"] if q not in added] if kept
+                                          else calls[0]["antonym"])
     assert (f"3 more steps against antonym (50% -> {100 * after:.0f}% of the held-back half): "
             + ("kept" if kept else "not kept")) in listing.stdout, listing.stdout
+
+
+@pytest.mark.parametrize("repair, said", [
+    ({"tasks": ["add_numbers"], "steps": 200, "kept": True}, "were kept; the shares are after them."),
+    ({"tasks": ["add_numbers"], "steps": 200, "kept": False}, "gave back less than they cost and were undone."),
+    ({"tasks": ["add_numbers"], "steps": 200, "kept": False, "failed": "training diverged"},
+     "failed and were undone."),
+])
+def test_the_warning_says_what_the_repair_did(repair, said):
+    from omegaconf import OmegaConf
+
+    from see.lifecycle import _quality_gate
+
+    lines = []
+    metrics = {"heldout_exact_match": 0.9, "base_exact_match": 0.0, "steps": 1000, "repair": repair,
+               "earlier_tasks_taken": {"add_numbers": {"accepted": 0.25, "queries": 38}}}
+    cfg = OmegaConf.create({"train": {"min_score": None}, "reconstruction": {"min_negatives_per_task": 30}})
+    _quality_gate("subtract_numbers", metrics, cfg, lines.append)
+    [line] = lines
+    assert f"so it will answer that share of theirs. 200 more steps against 'add_numbers' (train.repair_steps) {said} " \
+           "Give it more" in line
 
 
 def _yes_no_task(path, n=60):

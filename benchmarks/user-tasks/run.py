@@ -449,6 +449,9 @@ def write_report(out: Path, results: dict) -> None:
         lines += ["", "Experts `add-expert` trained more because they took an earlier task's queries "
                   "(`train.repair_steps`; shares of the held-back half of that task's unseen kept queries):", ""]
         for task, rep in repaired:
+            if "failed" in rep:
+                lines.append(f"- `{task}`: {rep['steps']} steps failed ({rep['failed']}): undone")
+                continue
             shares = ", ".join(f"`{k}` {pct(rep['taken_before'][k])} -> {pct(rep['taken_after'][k])} of "
                                f"{rep['checked_on'][k]}" for k in rep["tasks"])
             lines.append(f"- `{task}`: {rep['steps']} steps, {rep['negatives_added']} negatives added, "
