@@ -12,9 +12,11 @@ import contextlib
 import dataclasses
 import gc
 import os
+import random
 import shutil
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +30,8 @@ from see.embedded import EMBEDDED
 from see.embedded.families import general_negatives as generated_negatives
 from see.ensemble import Ensemble
 from see.errors import ConfigError, DataError, QualityError, SeeError, StoreError, TrainingError
-from see.experts.reconstruction import Reconstruction, RehearsalBuffer, count_by_origin, reconstruct
+from see.experts.reconstruction import (Reconstruction, RehearsalBuffer, TrainingExample, count_by_origin,
+                                        reconstruct)
 from see.experts.training import (TrainResult, check_lengths, load_trainable_weights, mixed_precision, new_adapter,
                                   run_signature, signature_changes, train_expert, trainable_weights)
 from see.loading import ensemble_tokenizer, load_base, prompt_format
@@ -373,7 +376,7 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
             peft_model, prompt, manifest.indicator.pos_id, rehearsal.per_task, trained_on, routes_at)
         if data.heldout and int(cfg.train.repair_steps) and accelerator.num_processes == 1:
             _repair_taken(manifest, name, task, cfg, data, rehearsal, trained_on, peft_model, result, prompt,
-                          auto, accelerator, progress, log)
+                          auto, routes_at, accelerator, progress, log)
     threshold = result.metrics.get("threshold") if auto else None
     if data.heldout:
         _quality_gate(name, result.metrics, cfg, log)
@@ -535,8 +538,8 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
 
 
 def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, data: Reconstruction,
-                  rehearsal: RehearsalBuffer, trained_on: set, peft_model, result, prompt, auto: bool, accelerator,
-                  progress: bool, log: Log) -> None:
+                  rehearsal: RehearsalBuffer, trained_on: set, peft_model, result, prompt, auto: bool,
+                  routes_at: float | None, accelerator, progress: bool, log: Log) -> None:
     """Train a new expert that takes an earlier task's queries ``train.repair_steps`` steps more, with half of
     that task's unseen kept queries as negatives and every negative in every epoch; keep the result when what it
     gives back of the other half outweighs what it costs the expert's own held-out figures (:func:`repair_pays`),
@@ -549,13 +552,9 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
     measures the result on queries it did not train on, as the measure before it was; queries in the
     expert's held-out set never become training negatives, since its held-out figures and threshold are
     measured on them again. Updates ``result.metrics`` in place (``repair``, and the held-out figures and
-    ``earlier_tasks_taken`` of the weights kept).
+    ``earlier_tasks_taken`` of the weights kept). ``routes_at``: the threshold the measure before it used
+    (None: argmax).
     """
-    import random
-    import time
-
-    from see.experts.reconstruction import TrainingExample
-
     m = result.metrics
     held_out = {(ex.instruction, ex.input) for ex in data.heldout}
     rng = random.Random(int(cfg.train.seed))
@@ -576,9 +575,6 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
         return
     taken = sorted(check)
     pos_id = manifest.indicator.pos_id
-    rule = cfg.routing.threshold
-    fixed = rule if isinstance(rule, (int, float)) else None  # a number the user chose; else auto or argmax
-    routes_at = m.get("threshold") if auto else fixed
     before_taken = calibration.earlier_tasks_taken(peft_model, prompt, pos_id, check, set(), routes_at)
     before_weights = trainable_weights(peft_model)
     steps = int(cfg.train.repair_steps)
@@ -606,7 +602,7 @@ def _repair_taken(manifest: Manifest, name: str, task: Task, cfg: DictConfig, da
     after = calibration.evaluate_heldout(peft_model, prompt, manifest.indicator, data.heldout, max_length=max_length,
                                          target_frr=float(cfg.routing.target_frr),
                                          margin_odds=float(cfg.routing.margin_odds))
-    after_routes_at = after.get("threshold") if auto else fixed
+    after_routes_at = after.get("threshold") if auto else routes_at  # else the user's rule, unchanged
     after_taken = calibration.earlier_tasks_taken(peft_model, prompt, pos_id, check, set(), after_routes_at)
     kept = repair_pays(before_taken, after_taken, m, after, at_threshold=auto)
     record = {"tasks": taken, "steps": steps, "negatives_added": len(extra), "kept": kept,
