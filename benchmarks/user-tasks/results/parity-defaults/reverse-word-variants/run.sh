@@ -12,9 +12,11 @@ run() {  # name, then key=value args
   done
 }
 mkdir -p /work/tmp/var
-for n in v0 nm0 steps1250 ef003; do mkdir -p /work/tmp/var/$n; done
+for n in v0 nm0 steps1250 ef003 nogeneral steps1500; do mkdir -p /work/tmp/var/$n; done
 run v0
 run nm0 reconstruction.near_miss_ratio=0
 run steps1250 train.min_steps=1250
 run ef003 train.eval_fraction=0.034
+run nogeneral reconstruction.general_negatives=none
+run steps1500 train.min_steps=1500
 echo done >> /work/tmp/var/summary.txt
