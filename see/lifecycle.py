@@ -712,7 +712,8 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
             "train.negative_share=none; or make the tasks' wordings differ more.")
     if problems:
         log(f"warning: expert '{name}' did not learn its task well after {m.get('steps')} steps: "
-            + "; ".join(problems) + ". Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr, "
+            + "; ".join(problems) + ". Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr"
+            + (f" (it trained at {m['lr']:.3g})" if m.get("lr") else "") + ", "
             "more or more consistent examples, or check that inputs and outputs are in the right fields.")
     floor = cfg.train.min_score
     if floor is not None and (em or 0.0) < float(floor):

@@ -80,3 +80,22 @@ def test_readme_config_table_is_the_schema():
 def test_non_finite_numbers_are_rejected(override):
     with pytest.raises(ConfigError, match="finite"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("override,key,value", [
+    ("train.lr=2e-4", "lr", 2e-4),          # YAML 1.1 reads this as text: no dot
+    ("train.lr=0.003", "lr", 0.003),
+    ("train.lr=auto", "lr", "auto"),
+    ("train.epochs=1e1", "epochs", 10.0),
+])
+def test_number_or_word_fields_take_exponent_numbers(override, key, value, tmp_path):
+    assert getattr(load_config(None, [override]).train, key) == value
+    f = tmp_path / "c.yaml"
+    f.write_text(f"train:\n  {override.split('.', 1)[1].replace('=', ': ')}\n")
+    assert getattr(load_config(f, []).train, key) == value
+
+
+@pytest.mark.parametrize("override", ["train.lr=fast", "train.lr=-1e-3", "train.lr=0"])
+def test_a_learning_rate_that_is_neither_auto_nor_positive_is_rejected(override):
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, [override])

@@ -166,6 +166,31 @@ def test_step_budget_rule(examples, batch, overrides, steps):
     assert step_budget(cfg.train, math.ceil(examples / batch)) == steps
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("lr,expected", [("auto", 6e-3),   # 1e-3 x 384 / 64, the tiny models' width (GPT-2's n_embd)
+                                         ("2e-4", 2e-4)])   # a number is used as given
+def test_auto_learning_rate_scales_inversely_with_the_base_width(tiny_models, arch, lr, expected):
+    from see.experts.training import learning_rate
+
+    cfg = load_config(None, ["train.max_steps=2", "train.batch_size=8", f"train.lr={lr}"])
+    model, tok, pos, neg = _setup(tiny_models(arch))
+    assert learning_rate(cfg.train, model) == pytest.approx(expected)
+    _, result = train_expert(model, *_prompt(model, tok, pos, neg), reconstruct_task(make_task("topic", 16), None),
+                             lora=cfg.lora, train=cfg.train, progress=False)
+    assert result.metrics["lr"] == pytest.approx(expected)
+
+
+def test_auto_learning_rate_without_a_width_is_the_reference_rate():
+    from types import SimpleNamespace
+
+    from see.experts.training import learning_rate
+
+    train = load_config(None, []).train
+    assert train.lr == "auto"
+    assert learning_rate(train, SimpleNamespace(config=SimpleNamespace())) == 1e-3
+    assert learning_rate(train, SimpleNamespace(config=SimpleNamespace(hidden_size=768))) == pytest.approx(5e-4)
+
+
 @pytest.mark.parametrize("overrides,evaluated_at", [
     (["train.max_steps=20"], []),                                  # explicit budget: nothing to choose
     (["train.max_steps=20", "train.eval_every=5"], [5, 10, 15, 20]),  # unless asked for

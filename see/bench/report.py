@@ -335,7 +335,8 @@ def write_report(results: dict, out: Path) -> None:
              f"- Training (every method): LoRA r={cfg['lora']['r']}, alpha={cfg['lora']['alpha']}, "
              f"targets {cfg['lora']['target_modules']}; {cfg['train']['epochs']} epochs"
              + (f" (max {cfg['train']['max_steps']} steps)" if cfg['train']['max_steps'] else "")
-             + f", batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}. Rehearsal/replay buffer "
+             + f", batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}"
+             + (" (1e-3 x 384 / the base's hidden size)" if cfg['train']['lr'] == "auto" else "") + ". Rehearsal/replay buffer "
              f"{cfg['reconstruction']['rehearsal_size']} queries per task." + _negative_share_note(cfg),
              f"- Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.", ""]
     status = results.get("cell_status")

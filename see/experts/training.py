@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from see.config import AUTO_NEGATIVE_SHARE
+from see.config import AUTO_LR, AUTO_LR_WIDTH, AUTO_NEGATIVE_SHARE
 from see.engine.decode import positions, takes_position_ids
 from see.errors import ConfigError, DataError, TrainingError
 from see.experts.reconstruction import TrainingExample
@@ -388,6 +388,27 @@ def negative_share(train: Any) -> float | None:
     return None if share is None else float(share)
 
 
+def hidden_size(model) -> int | None:
+    """The base's hidden width (``n_embd`` on GPT-2 style configs, through ``attribute_map``); None when the
+    config does not say."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    width = getattr(config, "hidden_size", None)
+    return int(width) if isinstance(width, int) and width > 0 else None
+
+
+def learning_rate(train: Any, model) -> float:
+    """``train.lr``, with `auto` resolved for ``model``: :data:`see.config.AUTO_LR` on a base
+    :data:`see.config.AUTO_LR_WIDTH` wide, inversely proportional to the width elsewhere, and ``AUTO_LR`` itself
+    when the config gives no width. Under Adam every LoRA weight moves about ``lr`` a step whatever the
+    width, so the change to a layer's output grows with the width it sums over."""
+    if train.lr != "auto":
+        return float(train.lr)
+    width = hidden_size(model)
+    return AUTO_LR if width is None else AUTO_LR * AUTO_LR_WIDTH / width
+
+
 def early_stopping_patience(train: Any) -> int | None:
     """Evaluations without improvement before stopping: ``train.patience``, else 3 under the auto budget;
     None: an explicit budget (``epochs``/``max_steps``) trains to its end and keeps its last weights."""
@@ -741,7 +762,8 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     else:
         rows_only_trainable_tokens(peft_model)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=float(train.lr), weight_decay=float(train.weight_decay))
+    lr = learning_rate(train, model)
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=float(train.weight_decay))
     generator = torch.Generator().manual_seed(int(train.seed))
     pad = lambda b: collate(b, tokenizer.pad_token_id)  # noqa: E731
     capped = None
@@ -789,7 +811,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     def diverged(loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise TrainingError(f"training diverged: the loss became {loss.item()} at step {step + 1} "
-                                f"(train.lr={train.lr})", field="train.lr",
+                                f"(learning rate {lr:.3g}, train.lr={train.lr})", field="train.lr",
                                 hint="lower train.lr; nothing was saved and the ensemble is unchanged")
 
     # hard negatives are mined about ten times a run, at the start of an epoch, never the first: before any
@@ -888,7 +910,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     peft_model.eval()
     metrics = {"train_loss": round(float(sum(losses[-10:]) / max(1, len(losses[-10:]))), 5),
                "steps": step, "step_budget": total, "examples": len(encoded), "seconds": round(time.time() - start, 3),
-               "processes": accelerator.num_processes}
+               "processes": accelerator.num_processes, "lr": float(f"{lr:.6g}")}
     if stopping is not None and stopping.history:
         stopping.restore_best(peft_model)
         metrics.update({"best_step": stopping.best_step, "stopped_early": stopped,
