@@ -70,6 +70,7 @@ def test_list_json(cli_ensemble):
     [e] = out["experts"]
     assert e["name"] == "sentiment" and e["examples"] == 120 and e["adapter_bytes"] > 0
     assert e["metrics"]["steps"] > 0
+    assert e["metrics"]["lr"] == 0.005  # the config file's rate, as trained
     r = run_see("list", path)
     assert "sentiment" in r.stdout and "accept" in r.stdout
 
