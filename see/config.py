@@ -401,9 +401,10 @@ def _check_field(key: str, value: Any, meta: dict, where: str) -> None:
                           field=key)
 
 
-def validate(cfg: DictConfig, where: str = "config", schema: Any = SeeConfig) -> None:
-    """Each field's own check (its metadata), then the checks that span fields."""
-    for key, f in schema_fields(schema):
+def validate(cfg: DictConfig, where: str = "config", schema: Any = SeeConfig, prefix: str = "") -> None:
+    """Each field's own check (its metadata), then the checks that span fields. ``prefix``: where ``schema``
+    sits in ``cfg`` (``train.`` for a :class:`TrainConfig` inside a benchmark config)."""
+    for key, f in schema_fields(schema, prefix):
         value = OmegaConf.select(cfg, key)
         if f.metadata.get("numbers") and isinstance(value, str) and value not in (f.metadata.get("choices") or ()):
             # YAML 1.1 reads `2e-4` (no dot) as text; a field typed float converts it, a number-or-word

@@ -232,6 +232,14 @@ def test_bench_config_errors(tmp_path, tiny_llama):
     bad.write_text("name: x\n")
     with pytest.raises(ConfigError, match="at least one task"):
         load_bench_config(bad)
+    # the see sections get see's own field checks, not only their types
+    bad.write_text("name: x\nstream:\n  - {name: a, source: 'embedded:topic'}\ntrain: {lr: fast}\n")
+    with pytest.raises(ConfigError, match="train.lr.*auto or a number"):
+        load_bench_config(bad)
+    bad.write_text("name: x\nstream:\n  - {name: a, source: 'embedded:topic'}\ntrain: {lr: 2e-4}\n")
+    assert load_bench_config(bad).train.lr == 2e-4
+    with pytest.raises(ConfigError, match="lora.dropout"):
+        load_bench_config(bad, ["lora.dropout=1.5"])
 
 
 @pytest.mark.parametrize("name", ["embedded", "superni-cpu", "superni-15", "cl-standard",

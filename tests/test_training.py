@@ -190,6 +190,14 @@ def test_auto_learning_rate_without_a_width_is_the_reference_rate():
     assert learning_rate(train, SimpleNamespace(config=SimpleNamespace())) == 1e-3
     assert learning_rate(train, SimpleNamespace(config=SimpleNamespace(hidden_size=768))) == pytest.approx(5e-4)
 
+    class SeveralTextConfigs:  # transformers raises this when a multimodal config has no single text part
+        hidden_size = 4096
+
+        def get_text_config(self):
+            raise ValueError("several text configs")
+
+    assert learning_rate(train, SimpleNamespace(config=SeveralTextConfigs())) == 1e-3
+
 
 @pytest.mark.parametrize("overrides,evaluated_at", [
     (["train.max_steps=20"], []),                                  # explicit budget: nothing to choose

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from see.bench.methods import DEFAULT_METHODS, METHODS
 from see.config import (LoraSettings, PromptConfig, ReconstructionConfig, TrainConfig, dotlist, merge_checked,
-                        read_yaml)
+                        read_yaml, validate)
 from see.errors import ConfigError
 
 
@@ -92,6 +92,10 @@ def load_bench_config(file: str | Path, overrides: list[str] | tuple[str, ...] =
     cfg = merge_checked(cfg, raw or {}, str(path), key_lines, BenchConfig)
     cfg = merge_checked(cfg, dotlist(overrides, BenchConfig), "<command line>", {}, BenchConfig)
     where = str(path)
+    # the sections `see` itself uses get its field checks (ranges, choices, `train.lr: auto` or a number)
+    for section, schema in (("lora", LoraSettings), ("train", TrainConfig), ("reconstruction", ReconstructionConfig),
+                            ("prompt", PromptConfig)):
+        validate(cfg, where, schema, prefix=section + ".")
     if not cfg.stream:
         raise ConfigError("a benchmark needs at least one task in 'stream'", file=where, field="stream")
     for k, method in enumerate(cfg.methods):

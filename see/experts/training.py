@@ -393,7 +393,10 @@ def hidden_size(model) -> int | None:
     config does not say."""
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+        try:
+            config = config.get_text_config()
+        except ValueError:  # several text sub-configs: no one width to scale by
+            return None
     width = getattr(config, "hidden_size", None)
     return int(width) if isinstance(width, int) and width > 0 else None
 
