@@ -34,7 +34,7 @@ ROUTING_MODES = ("batched", "sequential")
 #: against every negative once an epoch, mean exact match 63.8 -> 66.6% and the worst OOD family reaching
 #: the fallback 70 -> 93%, routing unchanged within a point.
 AUTO_NEGATIVE_SHARE = 0.2
-#: ``train.lr: auto`` is ``AUTO_LR * AUTO_LR_WIDTH / hidden size``: 1e-3, the learning rate every benchmark
+#: ``train.lr: auto`` is ``AUTO_LR * AUTO_LR_WIDTH / hidden size``: 1e-3, the rate every ``minilm`` benchmark
 #: was measured at, on the 384-wide ``minilm``, and proportionally less on a wider base (README, user tasks).
 AUTO_LR = 1e-3
 AUTO_LR_WIDTH = 384
