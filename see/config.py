@@ -209,6 +209,15 @@ class TrainConfig:
                                "only), at most this many times; the attempt with the best held-out score is kept. "
                                "superni-cpu's sst2 expert on minilm collapsed onto the commonest label with seed 2 "
                                "only (benchmarks/results/negatives-ablation); 0: never", low=0)
+    restart_loss_weighting: str = setting("balanced", "`train.loss_weighting` of a restart: a second start with "
+                                                      "the same weighting is a second draw of the same odds (sst2's "
+                                                      "seed 2 collapsed again with seed 1002 at `1e2c758`), while "
+                                                      "`balanced` weighs the answers as a plain LoRA does, which "
+                                                      "is what the collapsed answers lack; it is not the first "
+                                                      "attempt's default because it lets more OOD queries into the "
+                                                      "user-task suite's experts (benchmarks/results/"
+                                                      "negatives-ablation)",
+                                          choices=LOSS_WEIGHTINGS)
 
 
 @dataclass

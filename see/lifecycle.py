@@ -443,6 +443,8 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
     for attempt in range(restarts + 1):
         train = cfg.train.copy()  # a deep copy: the data split and rehearsal sample keep the run's own seed
         train.seed = seed + RESTART_SEED_STRIDE * attempt
+        if attempt:
+            train.loss_weighting = cfg.train.restart_loss_weighting
         finished = staged / "checkpoint" / f"attempt-{attempt}.pt"
         signature = run_signature(cfg.lora, train, len(data.train))
         if resume and finished.is_file():
@@ -493,7 +495,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                        margin_odds=float(cfg.routing.margin_odds), zero_shot=True))
         m = result.metrics
         collapsed = collapsed_answers(m)
-        tried.append({"seed": int(train.seed), "steps": m.get("steps"),
+        tried.append({"seed": int(train.seed), "loss_weighting": str(train.loss_weighting), "steps": m.get("steps"),
                       "heldout_exact_match": m.get("heldout_exact_match"), "heldout_score": m.get("heldout_score"),
                       "answers_collapsed": collapsed})
         rank = (not collapsed, m["heldout_score"])
@@ -513,7 +515,8 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
         log(f"expert '{name}': its held-out answers are no better than always answering '{m['majority_answer']}' "
             f"({100 * m['heldout_exact_match']:.0f}% exact match, {100 * m['majority_exact_match']:.0f}% of its "
             f"held-out queries have that answer); training it again from the start with seed "
-            f"{seed + RESTART_SEED_STRIDE * (attempt + 1)} (restart {attempt + 1} of train.restarts={restarts})")
+            f"{seed + RESTART_SEED_STRIDE * (attempt + 1)} and train.loss_weighting="
+            f"{cfg.train.restart_loss_weighting} (restart {attempt + 1} of train.restarts={restarts})")
         # the accelerator holds on to every model it prepared: without this each attempt's base stays in memory
         del peft_model, model, result
         peft_model = result = live = None

@@ -317,6 +317,9 @@ def test_collapsed_answers_train_the_expert_again_with_another_seed(tiny_llama, 
         return
     # 6 steps on a random base learn nothing: every attempt collapses, and all of them are made
     assert [a["seed"] for a in m["attempts"]] == seeds and all(a["answers_collapsed"] for a in m["attempts"])
+    # a restart is not a second draw of the same odds: its answers weigh as in a plain LoRA
+    assert [a["loss_weighting"] for a in m["attempts"]] == ["tokens"] + ["balanced"] * restarts
+    assert "and train.loss_weighting=balanced (restart 1 of" in r.stderr
     assert r.stderr.count("training it again from the start") == restarts
     best = max(m["attempts"], key=lambda a: a["heldout_score"])
     assert m["kept_seed"] == best["seed"] and m["heldout_score"] == best["heldout_score"]
