@@ -200,7 +200,9 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
               f"{pct(m.get('heldout_exact_match')):>5} {pct(m.get('base_exact_match')):>7} "
               f"{pct(m.get('majority_exact_match')):>8} {threshold:>9}")
         if m.get("attempts"):  # train.restarts: say that the figures are a later start's, and what came before
-            tried = [f"seed {a['seed']} " + ("failed" if "failed" in a else f"EM {pct(a.get('heldout_exact_match'))}"
+            tried = [f"seed {a['seed']} "
+                     + (f"({a['loss_weighting']} loss) " if a.get("loss_weighting", "tokens") != "tokens" else "")
+                     + ("failed" if "failed" in a else f"EM {pct(a.get('heldout_exact_match'))}"
                      + (" (no better than the commonest answer)" if a.get("answers_collapsed") else ""))
                      for a in m["attempts"]]
             print(f"{'':>4}trained {len(tried)} times, seed {m.get('kept_seed')} kept: " + ", ".join(tried))

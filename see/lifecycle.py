@@ -484,7 +484,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                 raise
             log(f"expert '{name}': restart {attempt} (seed {train.seed}) failed ({err.reason}); keeping the "
                 "attempts before it")
-            tried.append({"seed": int(train.seed), "failed": err.reason})
+            tried.append({"seed": int(train.seed), "loss_weighting": str(train.loss_weighting), "failed": err.reason})
             # the failed attempt's base and optimizer must go before a fresh base is loaded for the kept weights
             model = None
             accelerator.free_memory()

@@ -328,6 +328,7 @@ def test_collapsed_answers_train_the_expert_again_with_another_seed(tiny_llama, 
     listing = run_see("list", path)
     assert listing.returncode == 0
     assert f"trained {restarts + 1} times, seed {best['seed']} kept: seed 0 EM" in listing.stdout, listing.stdout
+    assert ", seed 1000 (balanced loss) EM" in listing.stdout, listing.stdout
     assert "(no better than the commonest answer)" in listing.stdout
 
 
@@ -395,7 +396,7 @@ def test_a_restart_that_diverges_leaves_the_first_attempt_standing(tiny_llama, t
     rec = lifecycle.add_expert(path, "parity", load_task(_yes_no_task(tmp_path / "p.jsonl")), overrides=FAST,
                                progress=False, log=lines.append)
     assert rec.metrics["kept_seed"] == 0 and rec.metrics["attempts"][1] == {
-        "seed": 1000, "failed": "training diverged: the loss became nan at step 3"}
+        "seed": 1000, "loss_weighting": "balanced", "failed": "training diverged: the loss became nan at step 3"}
     assert any("restart 1 (seed 1000) failed" in line for line in lines)
     # the saved adapter is the first attempt's weights, put into a fresh adapter on a fresh base
     from safetensors.torch import load_file
