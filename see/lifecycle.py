@@ -447,6 +447,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
         train.seed = seed + RESTART_SEED_STRIDE * attempt
         if attempt:
             train.loss_weighting = cfg.train.restart_loss_weighting
+        attempt_record = {"seed": int(train.seed), "loss_weighting": str(train.loss_weighting)}
         finished = staged / "checkpoint" / f"attempt-{attempt}.pt"
         signature = run_signature(cfg.lora, train, len(data.train))
         if resume and finished.is_file():
@@ -484,7 +485,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                 raise
             log(f"expert '{name}': restart {attempt} (seed {train.seed}) failed ({err.reason}); keeping the "
                 "attempts before it")
-            tried.append({"seed": int(train.seed), "loss_weighting": str(train.loss_weighting), "failed": err.reason})
+            tried.append({**attempt_record, "failed": err.reason})
             # the failed attempt's base and optimizer must go before a fresh base is loaded for the kept weights
             model = None
             accelerator.free_memory()
@@ -497,7 +498,7 @@ def _train_until_not_collapsed(store: EnsembleStore, manifest: Manifest, name: s
                                        margin_odds=float(cfg.routing.margin_odds), zero_shot=True))
         m = result.metrics
         collapsed = collapsed_answers(m)
-        tried.append({"seed": int(train.seed), "loss_weighting": str(train.loss_weighting), "steps": m.get("steps"),
+        tried.append({**attempt_record, "steps": m.get("steps"),
                       "heldout_exact_match": m.get("heldout_exact_match"), "heldout_score": m.get("heldout_score"),
                       "answers_collapsed": collapsed})
         rank = (not collapsed, m["heldout_score"])
