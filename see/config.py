@@ -204,6 +204,14 @@ class TrainConfig:
                                      "own held-out exact match and acceptance lose (README, user tasks); one "
                                      "process only; 0: only warn",
                                 low=0)
+    refit: bool = setting(False, "once the held-out set has chosen the step count and set the threshold, train "
+                                 "the expert again from the start on its held-out positives too, for the step "
+                                 "count early stopping chose (else the budget as given; the kept attempt's seed; "
+                                 "a kept repair's extra steps replayed), as "
+                                 "scikit-learn's `GridSearchCV(refit=True)` does; the held-out figures, the gate "
+                                 "and the threshold stay those of the first training, and the first weights are "
+                                 "put back when the refit rejects more than one held-out negative fewer at the "
+                                 "threshold. About twice an expert's time; one process only (README, parity)")
     restarts: int = setting(1, "train the expert again from the start, with another seed, when its held-out "
                                "answers are no better than always giving the commonest one (closed answer sets "
                                "only), at most this many times; the attempt with the best held-out score is kept. "

@@ -486,3 +486,94 @@ def test_a_restarts_checkpoint_counts_as_something_to_resume(tmp_path, files, re
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_bytes(b"")
     assert _has_checkpoint(tmp_path) is resumable
+
+
+@pytest.mark.parametrize("outcome", ["kept", "undone", "failed", "off", "repair-replayed", "early-stopped"])
+def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figures(tiny_llama, tmp_path, monkeypatch,
+                                                                                   outcome):
+    """``train.refit``: a second training from the start on the training examples plus the held-out positives
+    (never the held-out negatives), for the first training's step count, with a kept repair's extra steps
+    replayed; the held-out figures and threshold stay the first training's, and the first weights come back
+    when the refit rejects more than one held-out negative fewer, or fails."""
+    import torch
+    from safetensors.torch import load_file
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.errors import TrainingError
+    from see.experts.reconstruction import TrainingExample
+    from see.routing import calibration
+    from see.store import read_jsonl
+
+    real_train, real_rejected, real_until = (lifecycle.train_expert, calibration.heldout_negatives_rejected,
+                                             lifecycle._train_until_not_collapsed)
+    trained, first, rejected, lines = [], [], [], []
+
+    def train_expert(model, prompt, indicator, examples, **kwargs):
+        trained.append((list(examples), kwargs["train"], kwargs.get("peft_model") is not None))
+        if outcome == "failed" and len(trained) == 2:
+            raise TrainingError("training diverged: the loss became nan at step 2", field="train.lr")
+        return real_train(model, prompt, indicator, examples, **kwargs)
+
+    def negatives_rejected(model, prompt, indicator, examples, threshold, **kwargs):
+        real = real_rejected(model, prompt, indicator, examples, threshold, **kwargs)
+        rejected.append((threshold, real))
+        n = sum(ex.kind == "neg" for ex in examples)
+        if outcome == "undone":  # the refit rejects two held-out negatives fewer
+            return 1.0 if len(rejected) == 1 else 1.0 - 2 / n
+        return 1.0 if len(rejected) == 1 else 1.0 - 1 / n  # one fewer: within what the refit may give up
+
+    def until(*args, **kwargs):
+        peft_model, result = real_until(*args, **kwargs)
+        first.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+        return peft_model, result
+
+    extra = [TrainingExample(None, f"an extra negative {k}", "neg", None, "rehearsal:x") for k in range(3)]
+    monkeypatch.setattr(lifecycle, "train_expert", train_expert)
+    monkeypatch.setattr(calibration, "heldout_negatives_rejected", negatives_rejected)
+    monkeypatch.setattr(lifecycle, "_train_until_not_collapsed", until)
+    monkeypatch.setattr(lifecycle, "_repair_taken", lambda *a, **k: list(extra))
+    path = tmp_path / "ens"
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    overrides = [*FAST, "train.restarts=0", "train.repair_steps=2"] + ([] if outcome == "off" else ["train.refit=true"])
+    if outcome == "early-stopped":
+        overrides += ["train.eval_every=2", "train.patience=1"]
+    # an earlier expert, so that the new one has rehearsal and the (stubbed) repair runs
+    lifecycle.add_expert(path, "antonym", load_task(family_jsonl(tmp_path / "a.jsonl", "antonym", 40)),
+                         overrides=[*FAST, "train.restarts=0"], progress=False, log=lambda m: None)
+    trained.clear(), first.clear(), rejected.clear()
+    if outcome != "repair-replayed":
+        monkeypatch.setattr(lifecycle, "_repair_taken", lambda *a, **k: [])
+    rec = lifecycle.add_expert(path, "sentiment", load_task(family_jsonl(tmp_path / "s.jsonl", "sentiment", 40)),
+                               overrides=overrides, progress=False, log=lines.append)
+    saved = load_file(path / rec.path / "adapter_model.safetensors")
+    first_lora = {n.replace(".default", ""): w for n, w in first[0].items() if "lora_" in n}
+    assert first_lora and first_lora.keys() <= saved.keys()
+    same = all(torch.equal(saved[n], w) for n, w in first_lora.items())
+    if outcome == "off":
+        assert len(trained) == 1 and "refit" not in rec.metrics and same
+        return
+    held_out = [ex for ex in read_jsonl(path / rec.path / "heldout.jsonl")]
+    positives = [(r["instruction"], r["input"]) for r in held_out if r["kind"] == "pos"]
+    first_examples, first_settings, _ = trained[0]
+    refit_examples, refit_settings, continued = trained[1]
+    assert refit_examples[:len(first_examples)] == first_examples and not continued
+    assert [(e.instruction, e.input) for e in refit_examples[len(first_examples):]] == positives and positives
+    # the step count early stopping chose, else the budget as given
+    assert refit_settings.max_steps == rec.metrics.get("best_step", 6) and refit_settings.seed == first_settings.seed
+    assert (outcome == "early-stopped") == ("best_step" in rec.metrics) and refit_settings.patience == 0
+    refit = rec.metrics["refit"]
+    assert refit["examples_added"] == len(positives) and refit.get("steps") in (None, refit_settings.max_steps)
+    # the threshold it is judged at, and the figures stored, are the first training's
+    measured = 1 if outcome == "failed" else 2  # a failed refit has nothing to measure
+    assert [t for t, _ in rejected] == [rec.threshold] * measured and rec.threshold == rec.metrics["threshold"]
+    if outcome == "failed":
+        assert refit["kept"] is False and "nan" in refit["failed"] and same
+        assert any("the refit failed" in line for line in lines)
+        return
+    kept = outcome != "undone"
+    assert refit["kept"] is kept and same is not kept, refit
+    if outcome == "repair-replayed":
+        repair_examples, repair_settings, continued = trained[2]  # the repair itself is stubbed: no call of its own
+        assert continued and repair_examples == refit_examples + extra and repair_settings.max_steps == 2
+        assert refit["repair_replayed"] is True

@@ -147,6 +147,21 @@ def _answers_match(model, prompt: PromptFormat, texts: Sequence[str], answers: S
 
 
 @torch.no_grad()
+def heldout_negatives_rejected(model, prompt: PromptFormat, indicator: Indicator,
+                                examples: Sequence[TrainingExample], threshold: float | None,
+                                batch_size: int = 32) -> float | None:
+    """Share of the held-out negatives (near misses included) the active adapter rejects at ``threshold``
+    (None: the argmax rule); None when there are none."""
+    neg = [ex for ex in examples if ex.kind == "neg"]
+    if not neg:
+        return None
+    texts = [format_prompt(ex.input, ex.instruction, prompt.template) for ex in neg]
+    p_pos, accept = active_adapter_scores(model, prompt, texts, indicator.pos_id, batch_size=batch_size)
+    if threshold is not None:
+        accept = [p >= threshold for p in p_pos]
+    return round(sum(not a for a in accept) / len(neg), 4)
+
+
 def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples: Sequence[TrainingExample], *,
                      max_length: int, batch_size: int = 32, target_frr: float | None = None,
                      margin_odds: float = RoutingConfig.margin_odds, zero_shot: bool = False) -> dict:
