@@ -205,9 +205,9 @@ class TrainConfig:
                                      "process only; 0: only warn",
                                 low=0)
     refit: bool = setting(False, "once the held-out set has chosen the step count and set the threshold, train "
-                                 "the expert again from the start on its held-out positives too, for the step "
-                                 "count early stopping chose (else the budget as given; the kept attempt's seed; "
-                                 "a kept repair's extra steps replayed), as "
+                                 "the expert again from the start on its held-out positives too, on the first "
+                                 "training's schedule stopped where early stopping stopped it (else the budget as "
+                                 "given; the kept attempt's seed; a kept repair's extra steps replayed), as "
                                  "scikit-learn's `GridSearchCV(refit=True)` does; the held-out figures, the gate "
                                  "and the threshold stay those of the first training, and the first weights are "
                                  "put back when the refit rejects more than one held-out negative fewer at the "

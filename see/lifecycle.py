@@ -667,9 +667,9 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     Why: an expert trains on 90% of its task, the held-out 10% choosing its step count and threshold; a plain
     LoRA trains on all of it. On superni-cpu's emotion (1,000 examples) a LoRA on 900 of them scores 78.0
     over three seeds, on all 1,000 81.7, SEE's expert 79.0 (README, parity). The refit keeps the kept
-    attempt's seed and loss weighting, the step count early stopping chose (with the negative share of the
-    first training's budget) or else the budget as given, and replays a kept repair's extra steps with the
-    same negatives. Its held-out positives are no longer unseen, so the held-out figures, the gate and the
+    attempt's seed and loss weighting and, when early stopping chose the step, the first training's schedule
+    and negative share, stopped at that step (else the budget as given), and replays a kept repair's extra
+    steps with the same negatives. Its held-out positives are no longer unseen, so the held-out figures, the gate and the
     threshold stay those of the first training (as ``GridSearchCV`` reports its cross-validated score for
     the refit estimator); the held-out negatives still are unseen, and when the refit rejects more than one
     fewer of them at the threshold (``routes_at``; None: argmax) than the first weights, those are put back.
@@ -689,9 +689,9 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     settings.seed, settings.loss_weighting = kept_seed, weighting
     settings.patience, settings.eval_every = 0, 0
     chosen = m.get("best_step")
-    if chosen:  # early stopping chose the step count; an explicit epochs or max_steps budget stays as given
+    if chosen:  # early stopping chose where to stop: the same schedule, stopped there; else the budget as given
         settings.negative_share = negative_share(cfg.train)  # as resolved under the first training's budget
-        settings.max_steps = int(chosen)
+        settings.max_steps = int(m.get("step_budget") or chosen)
     prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
     peft_model.eval()
     before = calibration.heldout_negatives_rejected(peft_model, prompt, manifest.indicator, data.heldout, routes_at)
@@ -710,7 +710,8 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     try:
         refit_model, refit_result = train_expert(
             model, prompt, manifest.indicator, examples, lora=cfg.lora, train=settings,
-            kind=manifest.model.expert_kind, where=task.source, accelerator=accelerator, progress=progress, log=log)
+            kind=manifest.model.expert_kind, where=task.source, accelerator=accelerator, progress=progress, log=log,
+            stop_at=chosen or None)
         if repair_negatives:
             train_expert(refit_model, prompt, manifest.indicator, examples + list(repair_negatives), lora=cfg.lora,
                          train=_repair_settings(cfg), kind=manifest.model.expert_kind, where=task.source,

@@ -507,10 +507,11 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
 
     real_train, real_rejected, real_until = (lifecycle.train_expert, calibration.heldout_negatives_rejected,
                                              lifecycle._train_until_not_collapsed)
-    trained, first, rejected, lines = [], [], [], []
+    trained, first, rejected, lines, stops = [], [], [], [], []
 
     def train_expert(model, prompt, indicator, examples, **kwargs):
         trained.append((list(examples), kwargs["train"], kwargs.get("peft_model") is not None))
+        stops.append(kwargs.get("stop_at"))
         if outcome == "failed" and len(trained) == 2:
             raise TrainingError("training diverged: the loss became nan at step 2", field="train.lr")
         return real_train(model, prompt, indicator, examples, **kwargs)
@@ -541,7 +542,7 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     # an earlier expert, so that the new one has rehearsal and the (stubbed) repair runs
     lifecycle.add_expert(path, "antonym", load_task(family_jsonl(tmp_path / "a.jsonl", "antonym", 40)),
                          overrides=[*FAST, "train.restarts=0"], progress=False, log=lambda m: None)
-    trained.clear(), first.clear(), rejected.clear()
+    trained.clear(), first.clear(), rejected.clear(), stops.clear()
     if outcome != "repair-replayed":
         monkeypatch.setattr(lifecycle, "_repair_taken", lambda *a, **k: [])
     rec = lifecycle.add_expert(path, "sentiment", load_task(family_jsonl(tmp_path / "s.jsonl", "sentiment", 40)),
@@ -557,13 +558,15 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     positives = [(r["instruction"], r["input"]) for r in held_out if r["kind"] == "pos"]
     first_examples, first_settings, _ = trained[0]
     refit_examples, refit_settings, continued = trained[1]
+    stop_at = stops[1]
     assert refit_examples[:len(first_examples)] == first_examples and not continued
     assert [(e.instruction, e.input) for e in refit_examples[len(first_examples):]] == positives and positives
-    # the step count early stopping chose, else the budget as given
-    assert refit_settings.max_steps == rec.metrics.get("best_step", 6) and refit_settings.seed == first_settings.seed
-    assert (outcome == "early-stopped") == ("best_step" in rec.metrics) and refit_settings.patience == 0
+    # the first training's schedule, stopped where early stopping stopped it; else the budget as given
+    assert refit_settings.max_steps == 6 and refit_settings.seed == first_settings.seed
+    assert stop_at == rec.metrics.get("best_step") and refit_settings.patience == 0
+    assert (outcome == "early-stopped") == ("best_step" in rec.metrics)
     refit = rec.metrics["refit"]
-    assert refit["examples_added"] == len(positives) and refit.get("steps") in (None, refit_settings.max_steps)
+    assert refit["examples_added"] == len(positives) and refit.get("steps") in (None, stop_at or 6)
     # the threshold it is judged at, and the figures stored, are the first training's
     measured = 1 if outcome == "failed" else 2  # a failed refit has nothing to measure
     assert [t for t, _ in rejected] == [rec.threshold] * measured and rec.threshold == rec.metrics["threshold"]

@@ -727,7 +727,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                token_ids: Sequence[int] = (), kind: str = "lora", checkpoint_dir: Path | None = None,
                resume: bool = False, progress: bool = True, accelerator=None, log: Callable[[str], None] = print,
                peft_model=None, where: str | None = None, evaluate: Callable[[Any], dict] | None = None,
-               negative: Sequence[bool] | None = None):
+               negative: Sequence[bool] | None = None, stop_at: int | None = None):
     """Wrap ``model`` with a fresh LoRA and train it on encoded (prompt, target) examples.
 
     Returns ``(peft_model, TrainResult)``. ``token_ids`` are embedding rows that
@@ -737,6 +737,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     with a ``score``: it runs every ``train.eval_every`` steps, training stops
     after ``train.patience`` evaluations without improvement, and the best
     weights are kept. ``negative`` marks the examples that are negatives, for ``train.negative_share``.
+    ``stop_at`` ends training at that step of the budget's schedule (``train.refit`` repeats an early stop).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -848,8 +849,9 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
             random.setstate(state["python_rng"])
             log(f"resuming from step {step}/{total}")
 
+    end = min(total, int(stop_at)) if stop_at else total
     set_train_mode(peft_model, base_dropout)
-    bar = tqdm(total=total, initial=step, desc="training", disable=not (progress and accelerator.is_main_process),
+    bar = tqdm(total=end, initial=step, desc="training", disable=not (progress and accelerator.is_main_process),
                dynamic_ncols=True, leave=False)
     batches_per_update = int(train.grad_accum)
     start = time.time()
@@ -857,7 +859,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
     skip = (step * batches_per_update) % max(1, len(loader))
     window: list[float] = []
     stopped = False
-    while step < total and not stopped:
+    while step < end and not stopped:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         generator.manual_seed(int(train.seed) + epoch)
@@ -904,7 +906,7 @@ def train_lora(model, prompt: PromptFormat, encoded: Sequence[EncodedExample], *
                                     step, losses, stopping, run_signature(lora, train, len(encoded)),
                                     capped.hard if capped is not None else ())
                 fault_point(f"step-{step}")
-                if step >= total or stopped:
+                if step >= end or stopped:
                     break
         epoch += 1
     bar.close()
