@@ -220,6 +220,13 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
                   + ", ".join(f"{k} ({pct(repair['taken_before'][k])} -> {pct(repair['taken_after'][k])} of the "
                               f"held-back half)" for k in repair["tasks"])
                   + (": kept" if repair["kept"] else ": not kept"))
+        refit = m.get("refit")
+        if refit:  # train.refit: the figures above are the first training's; say what the second one did
+            print(f"{'':>4}trained again with its {refit['examples_added']} held-out positives (train.refit): "
+                  + (f"failed ({refit['failed']}), first weights kept" if "failed" in refit else
+                     f"held-out negatives rejected {pct(refit['heldout_negatives_rejected_before'])} -> "
+                     f"{pct(refit['heldout_negatives_rejected_after'])}, "
+                     + ("kept" if refit["kept"] else "not kept, first weights kept")))
     return 0
 
 

@@ -570,12 +570,19 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     # the threshold it is judged at, and the figures stored, are the first training's
     measured = 1 if outcome == "failed" else 2  # a failed refit has nothing to measure
     assert [t for t, _ in rejected] == [rec.threshold] * measured and rec.threshold == rec.metrics["threshold"]
+    listing = run_see("list", path)
+    assert listing.returncode == 0
     if outcome == "failed":
         assert refit["kept"] is False and "nan" in refit["failed"] and same
         assert any("the refit failed" in line for line in lines)
+        assert "(train.refit): failed (training diverged" in listing.stdout, listing.stdout
         return
     kept = outcome != "undone"
     assert refit["kept"] is kept and same is not kept, refit
+    after = refit["heldout_negatives_rejected_after"]
+    assert refit["heldout_negatives_rejected_before"] == 1.0 and after < 1.0
+    assert (f"(train.refit): held-out negatives rejected 100% -> {100 * after:.0f}%, "
+            + ("kept" if kept else "not kept, first weights kept")) in listing.stdout, listing.stdout
     if outcome == "repair-replayed":
         repair_examples, repair_settings, continued = trained[2]  # the repair itself is stubbed: no call of its own
         assert continued and repair_examples == refit_examples + extra and repair_settings.max_steps == 2
