@@ -379,10 +379,23 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
             repair_negatives = _repair_taken(manifest, name, task, cfg, data, rehearsal, trained_on, peft_model,
                                              result, prompt, auto, routes_at, accelerator, progress, log)
     threshold = result.metrics.get("threshold") if auto else None
-    if data.heldout and bool(cfg.train.refit):
+    if data.heldout and bool(cfg.train.refit) and (accelerator.num_processes > 1
+                                                   or not any(ex.kind == "pos" for ex in data.heldout)):
+        log(f"expert '{name}': train.refit skipped ("
+            + ("several processes" if accelerator.num_processes > 1 else "no held-out positives") + ")")
+    elif data.heldout and bool(cfg.train.refit):
         rule = cfg.routing.threshold
         routes_at = threshold if threshold is not None else rule if isinstance(rule, (int, float)) else None
-        peft_model = _refit(store, manifest, name, task, cfg, data, peft_model, result, repair_negatives, routes_at,
+        prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
+        peft_model.eval()
+        first = (trainable_weights(peft_model, device="cpu"),
+                 calibration.heldout_negatives_rejected(peft_model, prompt, manifest.indicator, data.heldout,
+                                                        routes_at))
+        # the first expert's base goes before the refit's is loaded: two bases at once would double the peak
+        peft_model = None
+        accelerator.free_memory()
+        gc.collect()
+        peft_model = _refit(store, manifest, name, task, cfg, data, first, result, repair_negatives, routes_at,
                             accelerator, progress, log)
     if data.heldout:
         _quality_gate(name, result.metrics, cfg, log)
@@ -659,29 +672,28 @@ def _fresh_expert(store: EnsembleStore, manifest: Manifest, cfg: DictConfig, wei
 
 
 def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg: DictConfig, data: Reconstruction,
-           peft_model, result, repair_negatives: Sequence[TrainingExample], routes_at: float | None, accelerator,
-           progress: bool, log: Log):
+           first: tuple[dict, float | None], result, repair_negatives: Sequence[TrainingExample],
+           routes_at: float | None, accelerator, progress: bool, log: Log):
     """``train.refit``: train the expert again from the start on its training examples and its held-out
-    positives, for the step count early stopping chose, and return the model to add.
+    positives, and return the model to add (one process, held-out positives present). ``first``: the first
+    training's trainable weights and the share of the held-out negatives it rejects at the threshold
+    (``routes_at``; None: argmax); its model is gone, so that two bases are never in memory at once.
 
-    Why: an expert trains on 90% of its task, the held-out 10% choosing its step count and threshold; a plain
-    LoRA trains on all of it. On superni-cpu's emotion (1,000 examples) a LoRA on 900 of them scores 78.0
-    over three seeds, on all 1,000 81.7, SEE's expert 79.0 (README, parity). The refit keeps the kept
-    attempt's seed and loss weighting and, when early stopping chose the step, the first training's schedule
-    and negative share, stopped at that step (else the budget as given), and replays a kept repair's extra
-    steps with the same negatives. Its held-out positives are no longer unseen, so the held-out figures, the gate and the
-    threshold stay those of the first training (as ``GridSearchCV`` reports its cross-validated score for
-    the refit estimator); the held-out negatives still are unseen, and when the refit rejects more than one
-    fewer of them at the threshold (``routes_at``; None: argmax) than the first weights, those are put back.
+    Why: an expert trains on 90% of its task, the held-out 10% choosing where training stops and setting the
+    threshold; a plain LoRA trains on all of it. On superni-cpu's emotion (1,000 examples) a LoRA on 900 of
+    them scores 78.0 over three seeds, on all 1,000 81.7, SEE's expert 79.0 (README, parity). The refit keeps
+    the kept attempt's seed and loss weighting and, when early stopping chose the step, the first training's
+    schedule and negative share, stopped at that step (else the budget as given), and replays a kept repair's
+    extra steps with the same negatives. Its held-out positives are no longer unseen, so the held-out figures,
+    the gate and the threshold stay those of the first training (as ``GridSearchCV`` reports its
+    cross-validated score for the refit estimator); the held-out negatives still are unseen, and when the
+    refit rejects more than one fewer of them at the threshold than the first weights, those are put back.
     Updates ``result.metrics["refit"]``.
     """
     m = result.metrics
+    first_weights, before = first
     positives = [ex for ex in data.heldout if ex.kind == "pos"]
     negatives = [ex for ex in data.heldout if ex.kind == "neg"]
-    if accelerator.num_processes > 1 or not positives:
-        log(f"expert '{name}': train.refit skipped ("
-            + ("several processes" if accelerator.num_processes > 1 else "no held-out positives") + ")")
-        return peft_model
     kept_seed = int(m.get("kept_seed", cfg.train.seed))
     weighting = next((a["loss_weighting"] for a in m.get("attempts", ()) if a.get("seed") == kept_seed),
                      cfg.train.loss_weighting)
@@ -692,14 +704,6 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     if chosen:  # early stopping chose where to stop: the same schedule, stopped there; else the budget as given
         settings.negative_share = negative_share(cfg.train)  # as resolved under the first training's budget
         settings.max_steps = int(m.get("step_budget") or chosen)
-    prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
-    peft_model.eval()
-    before = calibration.heldout_negatives_rejected(peft_model, prompt, manifest.indicator, data.heldout, routes_at)
-    first_weights = trainable_weights(peft_model, device="cpu")
-    # the first expert's base goes before the refit's is loaded: two bases at once would double the peak
-    peft_model = None
-    accelerator.free_memory()
-    gc.collect()
     log(f"expert '{name}': training it again from the start on its {len(positives)} held-out positives too"
         + (f", {chosen} steps as early stopping chose" if chosen else "") + " (train.refit)")
     record = {"examples_added": len(positives), "repair_replayed": bool(repair_negatives)}
