@@ -365,37 +365,38 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
     if not accelerator.is_main_process:
         return None
     auto = data.heldout and cfg.routing.threshold in ("auto", None)  # "argmax" or a number: the user chose
-    repair_negatives: list[TrainingExample] = []
-    if rehearsal.per_task:
-        rule = cfg.routing.threshold
-        threshold = result.metrics.get("threshold") if auto else None
-        routes_at = threshold if threshold is not None else rule if isinstance(rule, (int, float)) else None
-        trained_on = {(ex.instruction, ex.input) for ex in data.train if ex.origin.startswith("rehearsal:")}
-        prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
-        peft_model.eval()
-        result.metrics["earlier_tasks_taken"] = calibration.earlier_tasks_taken(
-            peft_model, prompt, manifest.indicator.pos_id, rehearsal.per_task, trained_on, routes_at)
-        if data.heldout and int(cfg.train.repair_steps) and accelerator.num_processes == 1:
-            repair_negatives = _repair_taken(manifest, name, task, cfg, data, rehearsal, trained_on, peft_model,
-                                             result, prompt, auto, routes_at, accelerator, progress, log)
-    threshold = result.metrics.get("threshold") if auto else None
-    if data.heldout and bool(cfg.train.refit) and (accelerator.num_processes > 1
-                                                   or not any(ex.kind == "pos" for ex in data.heldout)):
+
+    def routes_at() -> float | None:
+        """The threshold the expert routes with as it stands (a kept repair sets a new one); None: argmax."""
+        rule, own = cfg.routing.threshold, result.metrics.get("threshold") if auto else None
+        return own if own is not None else rule if isinstance(rule, (int, float)) else None
+
+    refit = bool(data.heldout) and bool(cfg.train.refit)
+    if refit and (accelerator.num_processes > 1 or not any(ex.kind == "pos" for ex in data.heldout)):
         log(f"expert '{name}': train.refit skipped ("
             + ("several processes" if accelerator.num_processes > 1 else "no held-out positives") + ")")
-    elif data.heldout and bool(cfg.train.refit):
-        rule = cfg.routing.threshold
-        routes_at = threshold if threshold is not None else rule if isinstance(rule, (int, float)) else None
+        refit = False
+    if rehearsal.per_task or refit:
         prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
         peft_model.eval()
+    repair_negatives: list[TrainingExample] = []
+    if rehearsal.per_task:
+        trained_on = {(ex.instruction, ex.input) for ex in data.train if ex.origin.startswith("rehearsal:")}
+        result.metrics["earlier_tasks_taken"] = calibration.earlier_tasks_taken(
+            peft_model, prompt, manifest.indicator.pos_id, rehearsal.per_task, trained_on, routes_at())
+        if data.heldout and int(cfg.train.repair_steps) and accelerator.num_processes == 1:
+            repair_negatives = _repair_taken(manifest, name, task, cfg, data, rehearsal, trained_on, peft_model,
+                                             result, prompt, auto, routes_at(), accelerator, progress, log)
+    threshold = result.metrics.get("threshold") if auto else None
+    if refit:
         first = (trainable_weights(peft_model, device="cpu"),
                  calibration.heldout_negatives_rejected(peft_model, prompt, manifest.indicator, data.heldout,
-                                                        routes_at))
+                                                        routes_at()))
         # the first expert's base goes before the refit's is loaded: two bases at once would double the peak
         peft_model = None
         accelerator.free_memory()
         gc.collect()
-        peft_model = _refit(store, manifest, name, task, cfg, data, first, result, repair_negatives, routes_at,
+        peft_model = _refit(store, manifest, name, task, cfg, data, first, result, repair_negatives, routes_at(),
                             accelerator, progress, log)
     if data.heldout:
         _quality_gate(name, result.metrics, cfg, log)
