@@ -226,7 +226,9 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
                   + (f"failed ({refit['failed']}), first weights kept" if "failed" in refit else
                      f"held-out negatives rejected {pct(refit['heldout_negatives_rejected_before'])} -> "
                      f"{pct(refit['heldout_negatives_rejected_after'])}, "
-                     + ("kept" if refit["kept"] else "not kept, first weights kept")))
+                     + ("kept" if refit["kept"] else "not kept, first weights kept")
+                     + (f", threshold {m['threshold']:.3f} -> {refit['threshold']:.3f}" if "threshold" in refit
+                        else "")))
     return 0
 
 

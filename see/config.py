@@ -208,11 +208,13 @@ class TrainConfig:
                                  "the expert again from the start on its held-out positives too, on the first "
                                  "training's schedule stopped where early stopping stopped it (else the budget as "
                                  "given; the kept attempt's seed; a kept repair's extra steps replayed), as "
-                                 "scikit-learn's `GridSearchCV(refit=True)` does; the held-out figures, the gate "
-                                 "and the threshold stay those of the first training, and the first weights are "
-                                 "put back when the refit rejects more than one held-out negative fewer at the "
-                                 "threshold. Not the default: mixed on the user tasks' letter tasks, for 1.6 "
-                                 "times the training time; one process only (README)")
+                                 "scikit-learn's `GridSearchCV(refit=True)` does; the held-out figures and the "
+                                 "gate stay those of the first training, the first weights are put back when the "
+                                 "refit rejects more than one held-out negative fewer at the threshold, and a kept "
+                                 "refit routes at the `auto` threshold with `routing.margin_odds` of room once "
+                                 "more, since it has seen the positives that set it. Not the default: mixed on "
+                                 "the user tasks' letter tasks, for 1.6 times the training time; one process only "
+                                 "(README)")
     restarts: int = setting(1, "train the expert again from the start, with another seed, when its held-out "
                                "answers are no better than always giving the commonest one (closed answer sets "
                                "only), at most this many times; the attempt with the best held-out score is kept. "

@@ -398,6 +398,7 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
         gc.collect()
         peft_model = _refit(store, manifest, name, task, cfg, data, first, result, repair_negatives, routes_at(),
                             accelerator, progress, log)
+        threshold = result.metrics["refit"].get("threshold", threshold)
     if data.heldout:
         _quality_gate(name, result.metrics, cfg, log)
     bad = [n for n, w in peft_model.named_parameters() if w.requires_grad and not torch.isfinite(w).all()]
@@ -685,11 +686,11 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     them scores 78.0 over three seeds, on all 1,000 81.7, SEE's expert 79.0 (README, parity). The refit keeps
     the kept attempt's seed and loss weighting and, when early stopping chose the step, the first training's
     schedule and negative share, stopped at that step (else the budget as given), and replays a kept repair's
-    extra steps with the same negatives. Its held-out positives are no longer unseen, so the held-out figures,
-    the gate and the threshold stay those of the first training (as ``GridSearchCV`` reports its
-    cross-validated score for the refit estimator); the held-out negatives still are unseen, and when the
-    refit rejects more than one fewer of them at the threshold than the first weights, those are put back.
-    Updates ``result.metrics["refit"]``.
+    extra steps with the same negatives. Its held-out positives are no longer unseen, so the held-out figures
+    and the gate stay those of the first training (as ``GridSearchCV`` reports its cross-validated score for the
+    refit estimator); the held-out negatives still are unseen, and when the refit rejects more than one fewer
+    of them at the first threshold than the first weights, those are put back. A kept refit routes at that
+    threshold with its room doubled (:func:`calibration.refit_threshold`). Updates ``result.metrics["refit"]``.
     """
     m = result.metrics
     first_weights, before = first
@@ -737,6 +738,9 @@ def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg:
     m["refit"] = {**record, "kept": kept, "steps": refit_result.steps, "seconds": round(time.time() - start, 1),
                   "train_loss": refit_result.metrics.get("train_loss"),
                   "heldout_negatives_rejected_before": before, "heldout_negatives_rejected_after": after}
+    if kept and routes_at is not None and cfg.routing.threshold in ("auto", None):
+        scores = calibration.bounding_negative_scores(refit_model, prompt, manifest.indicator, data.heldout)
+        m["refit"]["threshold"] = calibration.refit_threshold(routes_at, scores, float(cfg.routing.margin_odds))
     if before is not None:
         log(f"expert '{name}': the refit rejects {100 * after:.0f}% of the {len(negatives)} held-out negatives at "
             f"the threshold (the first training: {100 * before:.0f}%)"
@@ -1006,9 +1010,10 @@ def calibrate(path: str | Path, target_frr: float = RoutingConfig.target_frr,
             log(f"{rec.name}: no held-out positives (train.eval_fraction=0?); left uncalibrated")
             continue
         ens.model.set_adapter(rec.name)
+        seen = bool((rec.metrics.get("refit") or {}).get("kept"))  # train.refit trained on its held-out positives
         rows.append({"expert": rec.name, **calibration.measure(ens.model, ens.prompt, ens.indicator.pos_id,
                                                                positives, negatives, target_frr,
-                                                               margin_odds)})
+                                                               margin_odds, positives_seen=seen)})
     with ens.store.lock(message=log):
         manifest = ens.store.read()
         by_name = {r["expert"]: r for r in rows}

@@ -493,8 +493,9 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
                                                                                    outcome):
     """``train.refit``: a second training from the start on the training examples plus the held-out positives
     (never the held-out negatives), for the first training's step count, with a kept repair's extra steps
-    replayed; the held-out figures and threshold stay the first training's, and the first weights come back
-    when the refit rejects more than one held-out negative fewer, or fails."""
+    replayed; the held-out figures stay the first training's, a kept refit routes at the first threshold with
+    the room once more, and the first weights and threshold come back when the refit rejects more than one
+    held-out negative fewer, or fails."""
     import torch
     from safetensors.torch import load_file
 
@@ -502,12 +503,14 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     from see.data import load_task
     from see.errors import TrainingError
     from see.experts.reconstruction import TrainingExample
+    from see.experts.reconstruction import NEAR_MISS
     from see.routing import calibration
     from see.store import read_jsonl
 
-    real_train, real_rejected, real_until = (lifecycle.train_expert, calibration.heldout_negatives_rejected,
-                                             lifecycle._train_until_not_collapsed)
-    trained, first, rejected, lines, stops = [], [], [], [], []
+    real_train, real_rejected, real_until, real_bounding = (
+        lifecycle.train_expert, calibration.heldout_negatives_rejected, lifecycle._train_until_not_collapsed,
+        calibration.bounding_negative_scores)
+    trained, first, rejected, lines, stops, bounding = [], [], [], [], [], []
 
     def train_expert(model, prompt, indicator, examples, **kwargs):
         trained.append((list(examples), kwargs["train"], kwargs.get("peft_model") is not None))
@@ -524,6 +527,13 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
             return 1.0 if len(rejected) == 1 else 1.0 - 2 / n
         return 1.0 if len(rejected) == 1 else 1.0 - 1 / n  # one fewer: within what the refit may give up
 
+    def bounding_negative_scores(model, prompt, indicator, examples, **kwargs):
+        scores = real_bounding(model, prompt, indicator, examples, **kwargs)
+        n = sum(ex.kind == "neg" and ex.origin != NEAR_MISS for ex in examples)
+        assert len(scores) == n and n < sum(ex.kind == "neg" for ex in examples)  # near misses apart
+        bounding.append(scores)
+        return scores
+
     def until(*args, **kwargs):
         peft_model, result = real_until(*args, **kwargs)
         first.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
@@ -532,6 +542,7 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     extra = [TrainingExample(None, f"an extra negative {k}", "neg", None, "rehearsal:x") for k in range(3)]
     monkeypatch.setattr(lifecycle, "train_expert", train_expert)
     monkeypatch.setattr(calibration, "heldout_negatives_rejected", negatives_rejected)
+    monkeypatch.setattr(calibration, "bounding_negative_scores", bounding_negative_scores)
     monkeypatch.setattr(lifecycle, "_train_until_not_collapsed", until)
     monkeypatch.setattr(lifecycle, "_repair_taken", lambda *a, **k: list(extra))
     path = tmp_path / "ens"
@@ -569,7 +580,14 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     assert refit["examples_added"] == len(positives) and refit.get("steps") in (None, stop_at or 6)
     # the threshold it is judged at, and the figures stored, are the first training's
     measured = 1 if outcome == "failed" else 2  # a failed refit has nothing to measure
-    assert [t for t, _ in rejected] == [rec.threshold] * measured and rec.threshold == rec.metrics["threshold"]
+    first_threshold = rec.metrics["threshold"]
+    assert [t for t, _ in rejected] == [first_threshold] * measured
+    kept = outcome not in ("undone", "failed")
+    if kept:  # it routes at the first threshold with the room once more, bounded by its own held-out negatives
+        assert len(bounding) == 1
+        assert rec.threshold == refit["threshold"] == calibration.refit_threshold(first_threshold, bounding[0], 10.0)
+    else:
+        assert not bounding and rec.threshold == first_threshold and "threshold" not in refit
     listing = run_see("list", path)
     assert listing.returncode == 0
     if outcome == "failed":
@@ -577,13 +595,29 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
         assert any("the refit failed" in line for line in lines)
         assert "(train.refit): failed (training diverged" in listing.stdout, listing.stdout
         return
-    kept = outcome != "undone"
     assert refit["kept"] is kept and same is not kept, refit
     after = refit["heldout_negatives_rejected_after"]
     assert refit["heldout_negatives_rejected_before"] == 1.0 and after < 1.0
     assert (f"(train.refit): held-out negatives rejected 100% -> {100 * after:.0f}%, "
-            + ("kept" if kept else "not kept, first weights kept")) in listing.stdout, listing.stdout
+            + (f"kept, threshold {first_threshold:.3f} -> {rec.threshold:.3f}" if kept
+               else "not kept, first weights kept")) in listing.stdout, listing.stdout
     if outcome == "repair-replayed":
         repair_examples, repair_settings, continued = trained[2]  # the repair itself is stubbed: no call of its own
         assert continued and repair_examples == refit_examples + extra and repair_settings.max_steps == 2
         assert refit["repair_replayed"] is True
+    if outcome == "kept":  # `see calibrate` gives a refit expert the room once more too; an older expert, not
+        from see.ensemble import Ensemble
+        from see.routing.rule import active_adapter_scores
+
+        ens = Ensemble.load(path)
+        expected = []
+        for k, name in enumerate(["antonym", "sentiment"]):
+            ens.model.set_adapter(name)
+            pos, neg = calibration.calibration_texts(ens.store, ens.manifest, k)
+            plain = calibration.measure(ens.model, ens.prompt, ens.indicator.pos_id, pos, neg, 0.02, 10.0)
+            neg_scores = active_adapter_scores(ens.model, ens.prompt, neg, ens.indicator.pos_id)[0]
+            expected.append(plain["threshold"] if name == "antonym"
+                            else calibration.refit_threshold(plain["threshold"], neg_scores, 10.0))
+        del ens
+        rows = lifecycle.calibrate(path, log=lambda m: None)
+        assert [r["threshold"] for r in rows] == pytest.approx(expected, rel=1e-6)

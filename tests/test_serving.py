@@ -195,6 +195,25 @@ def test_auto_threshold_by_hand(pos, neg, margin_odds, odds):
     assert auto_threshold(pos, neg, 0.0, margin_odds) == pytest.approx(odds / (1 + odds))
 
 
+@pytest.mark.parametrize("threshold, neg, margin_odds, odds", [
+    # the first threshold at odds 999 (0.999), the refit's negatives far below: the room once more, odds 99.9
+    (0.999, [0.001, 0.01], 10.0, 99.9),
+    # a refit negative at odds 9 (0.9): halfway in log-odds, odds sqrt(999 * 9) = 94.8, is below the margin's
+    # 99.9, so the margin decides
+    (0.999, [0.9], 10.0, 99.9),
+    # a refit negative at odds 99 (0.99): halfway, odds sqrt(999 * 99) = 314.5, is closer than 99.9
+    (0.999, [0.99], 10.0, (999 * 99) ** 0.5),
+    # a negative the refit accepts at the first threshold (odds 9999) does not bound it
+    (0.999, [0.9999], 10.0, 99.9),
+    # no room asked for: the first threshold
+    (0.999, [0.001], 1.0, 999.0),
+])
+def test_refit_threshold_by_hand(threshold, neg, margin_odds, odds):
+    from see.routing.calibration import refit_threshold
+
+    assert refit_threshold(threshold, neg, margin_odds) == pytest.approx(odds / (1 + odds))
+
+
 def test_auto_threshold_refuses_a_margin_below_one():
     from see.routing.calibration import auto_threshold
 
