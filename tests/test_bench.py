@@ -42,6 +42,8 @@ def test_tiny_bench_end_to_end_and_resume(tmp_path, tiny_llama, capsys, monkeypa
     assert results["methods"]["seq-lora"]["summary"]["Routing acc"]["mean"] is None
     assert results["zero_shot"]["0"][0] is not None
     assert results["versions"]["peft"] and results["command"].startswith("see bench")
+    import torch
+    assert results["versions"]["cpu"] == f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
     report = (out / "report.md").read_text()
     for needle in ("## Results", "Base model", "BWT", "## Definitions", "see bench"):
         assert needle in report

@@ -350,9 +350,12 @@ def _versions() -> dict:
 
     from see import __version__
 
+    # the same code and versions train differently on another CPU: torch dispatches its kernels by the
+    # instruction set and splits reductions by thread, so a report says which it ran on
     return {"see": __version__, "git": _git_commit(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpu": f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"}
 
 
 def _note_work_commit(work: Path, commit: str, log: Callable[[str], None]) -> None:
