@@ -87,7 +87,7 @@ def refit_threshold(threshold: float, neg_scores: Sequence[float], margin_odds: 
     refit has seen them, so nothing unseen is left to say where its new queries score, and they can score
     lower than the first training's did: on the user tasks' reverse_word (seed 0) 11 of its 100 test queries
     fell under the inherited threshold, against 1 for the first training's expert; with the room doubled, 4,
-    and no out-of-distribution query or earlier task's query was accepted at either threshold by any of the 14
+    and no out-of-distribution query or earlier task's query was accepted at either threshold by any of the 15
     kept refit experts recorded (``refit_threshold.jsonl`` in benchmarks/user-tasks/results/parity-refit,
     parity-refit-threshold and benchmarks/results/superni-cpu-refit-emotion). The held-out negatives are
     still unseen: none that the refit scores below the first threshold comes to be accepted.
