@@ -229,6 +229,8 @@ def list_experts(dir: Dir, json_out: JsonOut = False) -> int:
                      + ("kept" if refit["kept"] else "not kept, first weights kept")
                      + (f", threshold {m['threshold']:.3f} -> {refit['threshold']:.3f}" if "threshold" in refit
                         else "")))
+        elif m.get("refit_skipped"):
+            print(f"{'':>4}not trained again with its held-out positives (train.refit): {m['refit_skipped']}")
     return 0
 
 

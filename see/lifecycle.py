@@ -18,7 +18,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -371,11 +371,14 @@ def _train_and_commit(store: EnsembleStore, manifest: Manifest, name: str, task:
         rule, own = cfg.routing.threshold, result.metrics.get("threshold") if auto else None
         return own if own is not None else rule if isinstance(rule, (int, float)) else None
 
-    refit = bool(data.heldout) and bool(cfg.train.refit)
-    if refit and (accelerator.num_processes > 1 or not any(ex.kind == "pos" for ex in data.heldout)):
-        log(f"expert '{name}': train.refit skipped ("
-            + ("several processes" if accelerator.num_processes > 1 else "no held-out positives") + ")")
-        refit = False
+    why_not = refit_skipped(cfg.train.refit, result.metrics) if data.heldout else "no held-out set"
+    if why_not is None and (accelerator.num_processes > 1 or not any(ex.kind == "pos" for ex in data.heldout)):
+        why_not = "several processes" if accelerator.num_processes > 1 else "no held-out positives"
+    refit = why_not is None
+    if not refit and cfg.train.refit is not False and data.heldout:
+        result.metrics["refit_skipped"] = why_not
+        log(f"expert '{name}': not trained again on its held-out positives ({why_not}; train.refit="
+            f"{str(cfg.train.refit).lower()})")
     if rehearsal.per_task or refit:
         prompt = prompt_format(manifest, ensemble_tokenizer(store), peft_model)
         peft_model.eval()
@@ -671,6 +674,26 @@ def _fresh_expert(store: EnsembleStore, manifest: Manifest, cfg: DictConfig, wei
     load_trainable_weights(peft_model, weights)
     peft_model.eval()
     return peft_model
+
+
+def refit_skipped(setting: Any, m: dict) -> str | None:
+    """Why ``train.refit`` does not train the expert again, given the first training's metrics ``m``; None:
+    it does. Under `auto` a refit, which costs a second training, is spent only where it can help: an expert
+    that answers every held-out query right has nothing to show for it, and one that did not learn (the
+    gate's own test: no better than the base, or than always giving the commonest answer) needs more steps
+    or better data, not a tenth more examples."""
+    if setting is True:
+        return None
+    if setting is False or setting is None:
+        return "off"
+    em, base = m.get("heldout_exact_match"), m.get("base_exact_match")
+    if em is None:
+        return "no held-out exact match"
+    if em >= 1.0:
+        return "every held-out answer is right already"
+    if (base is not None and em <= base) or collapsed_answers(m):
+        return "the first training did not learn the task"
+    return None
 
 
 def _refit(store: EnsembleStore, manifest: Manifest, name: str, task: Task, cfg: DictConfig, data: Reconstruction,

@@ -95,6 +95,19 @@ def test_number_or_word_fields_take_exponent_numbers(override, key, value, tmp_p
     assert getattr(load_config(f, []).train, key) == value
 
 
+@pytest.mark.parametrize("override,value", [("train.refit=auto", "auto"), ("train.refit=true", True),
+                                            ("train.refit=false", False)])
+def test_a_word_or_boolean_field_takes_either(override, value):
+    refit = load_config(None, [override]).train.refit
+    assert refit == value and type(refit) is type(value)
+
+
+@pytest.mark.parametrize("override", ["train.refit=sometimes", "train.refit=1", "train.refit=0.5"])
+def test_a_word_or_boolean_field_rejects_anything_else(override):
+    with pytest.raises(ConfigError, match=r"train\.refit.*must be auto, true or false"):
+        load_config(None, [override])
+
+
 @pytest.mark.parametrize("override", ["train.lr=fast", "train.lr=-1e-3", "train.lr=0"])
 def test_a_learning_rate_that_is_neither_auto_nor_positive_is_rejected(override):
     with pytest.raises(ConfigError, match="train.lr"):

@@ -488,7 +488,25 @@ def test_a_restarts_checkpoint_counts_as_something_to_resume(tmp_path, files, re
     assert _has_checkpoint(tmp_path) is resumable
 
 
-@pytest.mark.parametrize("outcome", ["kept", "undone", "failed", "off", "repair-replayed", "early-stopped"])
+@pytest.mark.parametrize("setting, metrics, skipped", [
+    (True, {"heldout_exact_match": 1.0}, None),
+    (False, {"heldout_exact_match": 0.5, "base_exact_match": 0.0}, "off"),
+    ("auto", {"heldout_exact_match": 0.5, "base_exact_match": 0.0}, None),
+    ("auto", {"heldout_exact_match": 0.5}, None),  # no base figure: learned as far as anyone can tell
+    ("auto", {"heldout_exact_match": 1.0, "base_exact_match": 0.0}, "every held-out answer is right already"),
+    ("auto", {"heldout_exact_match": 0.1, "base_exact_match": 0.1}, "the first training did not learn the task"),
+    ("auto", {"heldout_exact_match": 0.6, "base_exact_match": 0.0, "majority_exact_match": 0.6},
+     "the first training did not learn the task"),  # one label for every query
+    ("auto", {"heldout_exact_match": 0.7, "base_exact_match": 0.0, "majority_exact_match": 0.6}, None),
+    ("auto", {}, "no held-out exact match"),
+])
+def test_refit_auto_trains_again_only_where_it_can_help(setting, metrics, skipped):
+    from see.lifecycle import refit_skipped
+    assert refit_skipped(setting, metrics) == skipped
+
+
+@pytest.mark.parametrize("outcome", ["kept", "undone", "failed", "off", "auto-skipped", "repair-replayed",
+                                     "early-stopped"])
 def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figures(tiny_llama, tmp_path, monkeypatch,
                                                                                    outcome):
     """``train.refit``: a second training from the start on the training examples plus the held-out positives
@@ -547,7 +565,9 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     monkeypatch.setattr(lifecycle, "_repair_taken", lambda *a, **k: list(extra))
     path = tmp_path / "ens"
     lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
-    overrides = [*FAST, "train.restarts=0", "train.repair_steps=2"] + ([] if outcome == "off" else ["train.refit=true"])
+    overrides = [*FAST, "train.restarts=0", "train.repair_steps=2"] + {"off": ["train.refit=false"],
+                                                                      "auto-skipped": []}.get(outcome,
+                                                                                              ["train.refit=true"])
     if outcome == "early-stopped":
         overrides += ["train.eval_every=2", "train.patience=1"]
     # an earlier expert, so that the new one has rehearsal and the (stubbed) repair runs
@@ -563,7 +583,17 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     assert first_lora and first_lora.keys() <= saved.keys()
     same = all(torch.equal(saved[n], w) for n, w in first_lora.items())
     if outcome == "off":
+        assert len(trained) == 1 and "refit" not in rec.metrics and "refit_skipped" not in rec.metrics and same
+        return
+    if outcome == "auto-skipped":  # six steps learn nothing, and `auto` does not spend a second training on that
+        assert rec.metrics["heldout_exact_match"] <= rec.metrics["base_exact_match"], rec.metrics
         assert len(trained) == 1 and "refit" not in rec.metrics and same
+        assert rec.metrics["refit_skipped"] == "the first training did not learn the task"
+        assert any("not trained again on its held-out positives (the first training did not learn the task; "
+                   "train.refit=auto)" in line for line in lines), lines
+        listing = run_see("list", path)
+        assert ("not trained again with its held-out positives (train.refit): the first training did not learn "
+                "the task") in listing.stdout, listing.stdout
         return
     held_out = [ex for ex in read_jsonl(path / rec.path / "heldout.jsonl")]
     positives = [(r["instruction"], r["input"]) for r in held_out if r["kind"] == "pos"]
