@@ -566,7 +566,7 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
     path = tmp_path / "ens"
     lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
     overrides = [*FAST, "train.restarts=0", "train.repair_steps=2"] + {"off": ["train.refit=false"],
-                                                                      "auto-skipped": []}.get(outcome,
+                                                                      "auto-skipped": ["train.refit=auto"]}.get(outcome,
                                                                                               ["train.refit=true"])
     if outcome == "early-stopped":
         overrides += ["train.eval_every=2", "train.patience=1"]
