@@ -652,3 +652,12 @@ def test_one_more_copies_the_ensemble_as_it_stood_before_the_task(tmp_path):
     assert (ens / "experts" / "subtract_numbers").is_dir()  # the finished run's ensemble is left as it was
     with pytest.raises(SystemExit, match="no expert 'count_vowels'"):
         module.truncated_copy(ens, "count_vowels", tmp_path / "other")
+
+
+def test_one_more_names_an_unknown_task_before_training(tmp_path):
+    """A key=value given after --eval is parsed as one more file to evaluate: say so before any add-expert."""
+    module = _benchmark_script("user-tasks/one_more")
+    with pytest.raises(SystemExit, match=r"no suite task or OOD file named 'train.seed=1'.*before --eval"):
+        module.main([str(tmp_path), "last_letter", "--out", str(tmp_path / "o.json"), "--eval", "last_letter",
+                     "train.seed=1"])
+    assert not (tmp_path / "o.json").exists()

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--source-tree", type=Path, help="run the `see` package from this directory")
     args, overrides = p.parse_known_args(argv)
     index = load_index()
+    unknown = [n for n in [args.task, *(args.eval or [])] if n not in index]
+    if unknown:  # before any training: a key=value after --eval lands here too
+        raise SystemExit(f"one_more.py: no suite task or OOD file named {', '.join(map(repr, unknown))} in "
+                         f"{HERE / 'tasks.json'}; give key=value settings before --eval")
     spec = index[args.task]
     with tempfile.TemporaryDirectory(prefix="see-one-more-") as tmp:
         # run.py's runner: logs in tmp, which is also the cwd, so --source-tree decides which package runs
