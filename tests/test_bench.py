@@ -661,3 +661,31 @@ def test_one_more_names_an_unknown_task_before_training(tmp_path):
         module.main([str(tmp_path), "last_letter", "--out", str(tmp_path / "o.json"), "--eval", "last_letter",
                      "train.seed=1"])
     assert not (tmp_path / "o.json").exists()
+
+
+def test_refit_ood_counts_each_kept_refit_expert_at_both_thresholds(tiny_llama, tmp_path):
+    """``benchmarks/user-tasks/refit_ood.py``: every kept refit expert, alone, on its own test file and each OOD
+    file, counted under the first threshold and under the refit's; an expert without a kept refit is left out.
+    The thresholds are set to the ends of [0, 1] so that the counts are known without scoring anything here."""
+    from see.data import load_queries, load_task
+    from see.lifecycle import add_expert, init_ensemble
+
+    module = _benchmark_script("user-tasks/refit_ood")
+    tasks = {t["name"]: t for t in json.loads((module.HERE / "tasks.json").read_text())["tasks"]}
+    ens = tmp_path / "ens"
+    init_ensemble(ens, base=str(tiny_llama), log=lambda m: None)
+    add_expert(ens, "last_letter", load_task(module.HERE / tasks["last_letter"]["train"], max_examples=40),
+               overrides=["train.max_steps=2", "train.batch_size=8", "lora.r=4", "train.restarts=0"],
+               progress=False, log=lambda m: None)
+    assert module.main([str(ens)]) == []  # trained once: nothing to compare
+    manifest = json.loads((ens / "manifest.json").read_text())
+    manifest["experts"][0]["metrics"].update(threshold=1.0, refit={"kept": True})  # first: rejects every query
+    manifest["experts"][0]["threshold"] = 0.0                                         # refit's: accepts every one
+    (ens / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    rows = module.main([str(ens), "--json", str(tmp_path / "rows.json")])
+    ood = sorted(t for t in tasks if t.startswith("ood_"))
+    assert [r["queries_of"] for r in rows] == ["last_letter", *ood] and {r["expert"] for r in rows} == {"last_letter"}
+    for r in rows:
+        n = len(load_queries(module.HERE / tasks[r["queries_of"]]["test"]))
+        assert r["queries"] == n and r["under_first"] == n and r["under_refit"] == 0
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
