@@ -252,13 +252,20 @@ class ReconstructionConfig:
     general_negative_ratio: float = setting(1.0, "general negatives as a share of positives: as many as the task "
                                                  "has examples, so that rejecting is learned as well as answering",
                                             low=0)
-    near_miss_ratio: float = setting(0.5, "near misses as a share of positives: the task's own queries with one key "
-                                          "word swapped for a word it never uses, so that the expert rejects "
-                                          "look-alike requests (see `see/negatives/near_miss.py`); 0 disables them, "
-                                          "and so does having no general negatives (their words replace the key "
-                                          "word); an instruction given apart from the input has one in three of its key "
-                                          "words swapped",
-                                     low=0)
+    near_miss_ratio: Any = setting("auto", "near misses as a share of positives: the task's own queries with one "
+                                           "key word swapped for a word it never uses, so that the expert rejects "
+                                           "look-alike requests (see `see/negatives/near_miss.py`); 0 disables them, "
+                                           "and so does having no general negatives (their words replace the key "
+                                           "word); an instruction given apart from the input has one in three of "
+                                           "its key words swapped. `auto`: 1 for a task of bare inputs, 0.5 for one "
+                                           "with an instruction apart (whose near misses are closer to the task "
+                                           "itself and cost answers)",
+                                   low=0, choices=("auto",), numbers=True)
+    crossed_ratio: float = setting(0.0, "crossed negatives as a share of positives: earlier tasks' kept queries "
+                                        "and general negatives with one varying word or number replaced by one of "
+                                        "the task's, so that its wording, not its content, decides (see "
+                                        "`see/negatives/crossed.py`); 0 disables them",
+                                   low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
 

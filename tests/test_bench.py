@@ -274,11 +274,11 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     with pytest.raises(ConfigError, match="different config.*train"):
         run_bench(grouped, tmp_path / "out", log=lambda m: None, progress=False)
     # a key whose default changed what runs do (near misses) reads as off in a config written before it
-    saved.write_text(old.replace("  near_miss_ratio: 0.5\n", ""))
+    saved.write_text(old.replace("  near_miss_ratio: auto\n", ""))
     assert saved.read_text() != old
     with pytest.raises(ConfigError, match="different config.*reconstruction"):
         run_bench(cfg, tmp_path / "out", log=lambda m: None, progress=False)
-    saved.write_text(old.replace("  near_miss_ratio: 0.5\n", ""))
+    saved.write_text(old.replace("  near_miss_ratio: auto\n", ""))
     without = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["reconstruction.near_miss_ratio=0"])
     run_bench(without, tmp_path / "out", log=lambda m: None, progress=False)
     # likewise the negative share, `auto` since: a run from before it capped nothing
@@ -289,6 +289,22 @@ def test_resuming_into_a_run_with_another_budget_is_refused(tmp_path, tiny_llama
     saved.write_text(old.replace("  negative_share: auto\n", ""))
     uncapped = load_bench_config(_config(tmp_path, tiny_llama, ("seq-lora",)), ["train.negative_share=none"])
     run_bench(uncapped, tmp_path / "out", log=lambda m: None, progress=False)
+
+
+@pytest.mark.parametrize("name", ["embedded", "superni-cpu"])
+def test_a_committed_benchmark_folder_still_matches_its_config(name):
+    """A default changed since the committed cells ran (`reconstruction.near_miss_ratio` 0.5 -> `auto`): the
+    YAML writes out the value those cells ran with, so resuming or `--report` still reads the folder, and the
+    new default, a different value, is refused rather than mixed into it."""
+    from pathlib import Path
+
+    from see.bench.runner import _check_same_run
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    _check_same_run(load_bench_config(root / f"{name}.yaml"), root / "results" / name)
+    with pytest.raises(ConfigError, match="different config.*reconstruction"):
+        _check_same_run(load_bench_config(root / f"{name}.yaml", ["reconstruction.near_miss_ratio=auto"]),
+                        root / "results" / name)
 
 
 def _benchmark_script(name: str):

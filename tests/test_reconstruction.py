@@ -145,6 +145,22 @@ def test_near_misses_are_a_share_of_positives_in_the_reconstruction():
     assert "near-miss" not in count_by_origin(reconstruct_task(task, None, POOL, general_negative_ratio=0.2))
 
 
+def test_auto_gives_bare_inputs_one_near_miss_per_positive_and_an_instructed_task_half():
+    """`auto` (the default): a bare query's near miss is a true look-alike; an instruction's stays closer to the
+    task itself, so such a task keeps half as many (see/negatives/near_miss.py's AUTO_RATIO_*)."""
+    from see.config import SeeConfig
+
+    assert SeeConfig().reconstruction.near_miss_ratio == "auto"
+    bare = _chore_task()
+    counts = count_by_origin(reconstruct_task(bare, None, POOL, general_negative_ratio=0.2, near_miss_ratio="auto"))
+    assert counts == {"count_vowels": 30, "general": 6, "near-miss": 30}
+    instructed = Task("count_vowels", [Example(w, ("2",)) for w in ("tunnel", "badger", "planet", "walnut") * 5],
+                      instruction="Count the vowels of the word.")
+    counts = count_by_origin(reconstruct_task(instructed, None, POOL, general_negative_ratio=0.2,
+                                              near_miss_ratio="auto"))
+    assert counts == {"count_vowels": 20, "general": 4, "near-miss": 10}
+
+
 def test_with_an_instruction_apart_only_the_instruction_changes_and_case_is_kept():
     from see.negatives.near_miss import near_miss_negatives
 
@@ -187,3 +203,50 @@ def test_a_long_instruction_has_one_in_three_of_its_key_words_swapped():
     short = [("Count the vowels.", text) for text in inputs]
     for inst, _ in near_miss_negatives(short, POOL, 4, seed=0):
         assert sum(a != b for a, b in zip("Count the vowels.".split(), inst.split())) == 1, inst
+
+
+def test_crossed_negatives_put_the_tasks_content_into_other_queries():
+    """An earlier task's kept query (or a general one) with one varying token replaced by the task's own: the
+    wording around it is the host's, never one of the task's queries."""
+    from see.negatives.crossed import content_tokens, crossed_negatives
+
+    add = [(None, f"what is {a} + {b}?") for a, b in zip(range(100, 140), range(500, 540))]
+    content = content_tokens(add)
+    assert set(content) == {str(n) for n in [*range(100, 140), *range(500, 540)]}  # "what", "is": in every query
+    words = ["judge", "lantern", "meadow", "pepper", "candle", "kettle", "walnut", "zipper", "velvet", "anchor",
+             "bucket", "castle", "dragon", "engine", "forest", "garden", "helmet", "island", "jacket", "lemon"]
+    earlier = [(None, f"which letter does '{w}' end with?") for w in words[:15]]
+    earlier += [(None, f"reverse {w}") for w in words[15:]] + [(None, "reverse judge")]
+    out = crossed_negatives(add, [earlier], 30, seed=0)
+    assert len(out) == len(set(out)) == 30
+    hosts = set(earlier)
+    for inst, text in out:
+        assert inst is None and (None, text) not in add
+        # exactly one token differs from some host, and it is one of the task's numbers
+        match = [h for h in hosts if len(h[1].split()) == len(text.split())
+                 and sum(a != b for a, b in zip(h[1].split(), text.split())) == 1]
+        assert match, text
+        assert any(n in text for n in content)
+    # the host's own wording stays: "which", "letter", "reverse" are in a share of its group, never replaced
+    assert all(text.startswith(("which letter does '", "reverse ")) for _, text in out)
+    assert {text.split()[0] for _, text in out} == {"which", "reverse"}
+    assert all(text.endswith("' end with?") for _, text in out if text.startswith("which"))
+    assert crossed_negatives(add, [earlier], 0) == [] and crossed_negatives([], [earlier], 5) == []
+
+
+def test_crossed_negatives_are_a_share_of_positives_and_off_by_default():
+    from see.config import SeeConfig
+
+    assert SeeConfig().reconstruction.crossed_ratio == 0.0
+    task = _chore_task()
+    rehearsal = RehearsalBuffer({"add": [(None, f"what is {a} + {a + 7}?") for a in range(40)]})
+    with_crossed = reconstruct_task(task, rehearsal, POOL, general_negative_ratio=0.2, crossed_ratio=0.5, seed=0)
+    without = reconstruct_task(task, rehearsal, POOL, general_negative_ratio=0.2, seed=0)
+    assert count_by_origin(with_crossed)["crossed"] == 15 and "crossed" not in count_by_origin(without)
+    # the rest of the reconstruction is the same examples
+    assert sorted(map(repr, [e for e in with_crossed if e.origin != "crossed"])) == sorted(map(repr, without))
+    task_words = {w.strip("?:").lower() for e in without if e.kind == "pos" for w in e.input.split()}
+    for e in with_crossed:
+        if e.origin == "crossed":
+            assert e.kind == "neg" and e.answer is None
+            assert any(w.strip("?:").lower() in task_words for w in e.input.split())

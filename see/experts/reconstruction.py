@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from see.data import Task
-from see.negatives.near_miss import near_miss_negatives
+from see.negatives.crossed import crossed_negatives
+from see.negatives.near_miss import auto_ratio, near_miss_negatives
 
 Query = tuple[str | None, str]  # (instruction, input)
 
 #: origin of near-miss negatives: made by a heuristic, so a few are queries of the task after all; they are
 #: trained on, but not counted where a wrong label would mislead (the quality gate, the threshold)
 NEAR_MISS = "near-miss"
+#: origin of crossed negatives (:mod:`see.negatives.crossed`): other queries carrying the task's content
+CROSSED = "crossed"
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class TrainingExample:
     kind: str
     #: the answer after <<pos>>; None for negatives
     answer: str | None
-    #: where the example came from: the task name, "rehearsal:<task>", "general" or "near-miss"
+    #: where the example came from: the task name, "rehearsal:<task>", "general", "near-miss" or "crossed"
     origin: str
 
 
@@ -80,19 +83,25 @@ def _allocate(total: int, sizes: dict[str, int], minimum: int) -> dict[str, int]
 def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
                      general: Sequence[Query] = (), *, negative_ratio: float = 0.2,
                      min_negatives_per_task: int = 1, general_negative_ratio: float = 0.2,
-                     near_miss_ratio: float = 0.0, seed: int = 0) -> list[TrainingExample]:
+                     near_miss_ratio: float | str = 0.0, crossed_ratio: float = 0.0, seed: int = 0
+                     ) -> list[TrainingExample]:
     """Positives of ``task`` plus rehearsal and general negatives, shuffled with ``seed``.
 
     Sizes: ``negative_ratio * len(task)`` rehearsal negatives spread over the
     earlier tasks (at least ``min_negatives_per_task`` from each when its
     buffer has them), and ``general_negative_ratio * len(task)`` general
     negatives, and ``near_miss_ratio * len(task)`` near misses made from the
-    task's queries and the general pool's words (none without a general pool).
+    task's queries and the general pool's words (none without a general pool;
+    ``auto``: :func:`see.negatives.near_miss.auto_ratio`), and ``crossed_ratio * len(task)``
+    earlier tasks' kept queries and general negatives carrying the task's content (:mod:`see.negatives.crossed`).
     The first expert has no rehearsal: it gets general negatives and near misses.
     """
+    if near_miss_ratio == "auto":
+        near_miss_ratio = auto_ratio(task.instruction)
     rng = random.Random(seed)
     out = [TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name) for ex in task.examples]
     n_pos = len(out)
+    earlier = [v for k, v in (rehearsal.per_task.items() if rehearsal is not None else ()) if k != task.name]
     if rehearsal is not None and rehearsal.per_task:
         sizes = {k: len(v) for k, v in rehearsal.per_task.items() if k != task.name}
         alloc = _allocate(int(round(negative_ratio * n_pos)), sizes, min_negatives_per_task)
@@ -108,6 +117,10 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
         queries = [(task.instruction, ex.input) for ex in task.examples]
         for instruction, text in near_miss_negatives(queries, general, int(round(near_miss_ratio * n_pos)), seed):
             out.append(TrainingExample(instruction, text, "neg", None, NEAR_MISS))
+    hosts = [q for q in earlier if q] + ([list(general)] if general else [])
+    queries = [(task.instruction, ex.input) for ex in task.examples]
+    for instruction, text in crossed_negatives(queries, hosts, int(round(crossed_ratio * n_pos)), seed):
+        out.append(TrainingExample(instruction, text, "neg", None, CROSSED))
     rng.shuffle(out)
     return out
 
@@ -149,6 +162,7 @@ def reconstruct(task: Task, rehearsal: RehearsalBuffer | None, general: Sequence
     examples = reconstruct_task(task, rehearsal, general, negative_ratio=settings.negative_ratio,
                                 min_negatives_per_task=settings.min_negatives_per_task,
                                 general_negative_ratio=settings.general_negative_ratio,
-                                near_miss_ratio=settings.near_miss_ratio, seed=seed)
+                                near_miss_ratio=settings.near_miss_ratio, crossed_ratio=settings.crossed_ratio,
+                                seed=seed)
     train, heldout = split_heldout(examples, eval_fraction, eval_max)
     return Reconstruction(train, heldout, count_by_origin(examples))

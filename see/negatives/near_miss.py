@@ -58,6 +58,23 @@ MIN_CONTRAST = 10.0
 #: one): see the module's docstring
 INSTRUCTION_SWAP_EVERY = 3
 
+#: near misses per positive under ``reconstruction.near_miss_ratio: auto``, for a task whose queries are bare
+#: inputs. Such a near miss changes the one word that says what to do in a short query ("683 harbours 434"), a
+#: true look-alike; 0.5 of them left a look-alike OOD family (*which letter comes after w?*, *write 42 in
+#: words*) 18-43% in one expert or another on each of three seeds of the user-task suite, where one per
+#: positive sent 100 / 69 / 95% of the worst family to the fallback with the answers level (69.5 -> 69.7%
+#: exact match; benchmarks/user-tasks/results/embedded-near-miss-1.0).
+AUTO_RATIO_BARE = 1.0
+#: ... and for a task with an instruction apart, whose near miss keeps the task's inputs and changes one in
+#: INSTRUCTION_SWAP_EVERY of its key words: those are closer to the task itself labelled `<<neg>>` and cost
+#: answers (superni-cpu's sst2, benchmarks/results/negatives-ablation), so they stay at half as many.
+AUTO_RATIO_INSTRUCTED = 0.5
+
+
+def auto_ratio(instruction: str | None) -> float:
+    """Near misses per positive that ``near_miss_ratio: auto`` gives a task with this instruction (or none)."""
+    return AUTO_RATIO_INSTRUCTED if instruction else AUTO_RATIO_BARE
+
 
 def _words(query: Query) -> set[str]:
     return {w.lower() for text in query if text for w in WORD.findall(text)}
