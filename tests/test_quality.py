@@ -651,3 +651,27 @@ def test_refit_trains_again_on_the_held_out_positives_and_keeps_the_first_figure
         del ens
         rows = lifecycle.calibrate(path, log=lambda m: None)
         assert [r["threshold"] for r in rows] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_held_out_evaluation_builds_no_autograd_graph(tiny_llama, tmp_path, monkeypatch):
+    """Early stopping evaluates the held-out set during training, in grad mode; a held-out loss with a graph
+    kept a whole eval batch's activations alive (minilm's add-expert peaked 480 MiB higher)."""
+    import torch
+
+    import see.lifecycle as lifecycle
+    from see.data import load_task
+    from see.routing import calibration
+
+    real, losses = calibration.target_loss, []
+
+    def target_loss(model, batch):
+        loss, n = real(model, batch)
+        losses.append((torch.is_grad_enabled(), loss.requires_grad))
+        return loss, n
+
+    monkeypatch.setattr(calibration, "target_loss", target_loss)
+    path = tmp_path / "ens"
+    lifecycle.init_ensemble(path, base=str(tiny_llama), log=lambda m: None)
+    lifecycle.add_expert(path, "antonym", load_task(family_jsonl(tmp_path / "antonym.jsonl", "antonym", 40)),
+                         overrides=[*FAST, "train.eval_every=2"], log=lambda m: None)
+    assert losses and all(not grad and not requires for grad, requires in losses), losses

@@ -198,6 +198,7 @@ def bounding_negative_scores(model, prompt: PromptFormat, indicator: Indicator,
     return active_adapter_scores(model, prompt, texts, indicator.pos_id, batch_size=batch_size)[0] if texts else []
 
 
+@torch.no_grad()  # the held-out loss needs no graph: with one, a batch of 32 kept every layer's activations
 def evaluate_heldout(model, prompt: PromptFormat, indicator: Indicator, examples: Sequence[TrainingExample], *,
                      max_length: int, batch_size: int = 32, target_frr: float | None = None,
                      margin_odds: float = RoutingConfig.margin_odds, zero_shot: bool = False) -> dict:
