@@ -264,7 +264,8 @@ class ReconstructionConfig:
     crossed_ratio: float = setting(0.0, "crossed negatives as a share of positives: earlier tasks' kept queries "
                                         "and general negatives with one varying word or number replaced by one of "
                                         "the task's, so that its wording, not its content, decides (see "
-                                        "`see/negatives/crossed.py`); 0 disables them",
+                                        "`see/negatives/crossed.py`); 0 disables them. Not the default: 0.5 "
+                                        "closed one look-alike leak on the user-task suite and opened another",
                                    low=0)
     rehearsal_size: int = setting(100, "queries kept per task for later experts' negatives", low=0)
 
