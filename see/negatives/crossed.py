@@ -5,8 +5,8 @@ negative does the reverse: a query the expert must reject anyway (an earlier tas
 negative) with one of its varying tokens replaced by one of the task's: "which letter does 'judge' end
 with?" becomes "which letter does '629' end with?" at an expert for "what is 629 + 652?". An expert whose
 positives all carry numbers, and whose negatives seldom do, learns "numbers, so accept": "49 in letters?"
-reached the add expert of the user-task suite 31% of the time although every near miss of its own queries
-was rejected. Crossed negatives put the task's content under other wordings, so that the wording decides.
+reached the add expert of the user-task suite 31% of the time while it rejected 96% of its held-out near
+misses. Crossed negatives put the task's content under other wordings, so that the wording decides.
 
 A varying token (a *slot*) is a word or number in under :data:`~see.negatives.near_miss.MIN_TASK_SHARE` of
 its own group's queries (one earlier task's kept queries, or the general pool), so that a host keeps the
