@@ -705,3 +705,29 @@ def test_refit_ood_counts_each_kept_refit_expert_at_both_thresholds(tiny_llama, 
         n = len(load_queries(module.HERE / tasks[r["queries_of"]]["test"]))
         assert r["queries"] == n and r["under_first"] == n and r["under_refit"] == 0
     assert json.loads((tmp_path / "rows.json").read_text()) == rows
+
+
+def test_peak_stack_adds_the_task_again_and_marks_where_memory_grew(tiny_llama, tmp_path, monkeypatch):
+    """``benchmarks/user-tasks/peak_stack.py``: the copy holds the experts before the task and the task again,
+    the finished run's ensemble is left as it was, and each mark is larger than the one before it."""
+    from see.data import load_task
+    from see.lifecycle import add_expert, init_ensemble
+
+    module = _benchmark_script("user-tasks/peak_stack")
+    tasks = {t["name"]: t for t in json.loads((module.HERE / "tasks.json").read_text())["tasks"]}
+    ens = tmp_path / "work" / "ensemble"
+    init_ensemble(ens, base=str(tiny_llama), log=lambda m: None)
+    fast = ["train.max_steps=2", "train.batch_size=8", "lora.r=4", "train.restarts=0", "train.repair_steps=0"]
+    for name in ("last_letter", "even_odd"):
+        add_expert(ens, name, load_task(module.HERE / tasks[name]["train"], max_examples=40), overrides=fast,
+                   progress=False, log=lambda m: None)
+    before = (ens / "manifest.json").read_text()
+    # a 1-byte step: every sample that grew is a mark, so a run of seconds leaves several
+    marks = module.main([str(tmp_path / "work"), "even_odd", str(tmp_path / "copy"), "--step", "0.000001",
+                         "--json", str(tmp_path / "marks.json"), *fast])
+    copy = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    assert [e["name"] for e in copy["experts"]] == ["last_letter", "even_odd"]
+    assert (ens / "manifest.json").read_text() == before
+    assert len(marks) >= 2 and all(a["rss_mib"] <= b["rss_mib"] for a, b in zip(marks, marks[1:]))
+    assert any(m["frames"] for m in marks) and all(f.split(":")[0].endswith(".py") for m in marks for f in m["frames"])
+    assert json.loads((tmp_path / "marks.json").read_text()) == marks
