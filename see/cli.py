@@ -537,7 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value", file="<command line>", field=item,
                                   hint="config overrides look like train.epochs=2")
-        return fn(**kwargs)
+        code = fn(**kwargs)
+        _end_process_group()
+        return code
     except SeeError as exc:
         if args.debug:
             raise
@@ -554,6 +556,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the ensemble is unchanged unless a command said it finished", file=sys.stderr)
         return 130
+
+
+def _end_process_group() -> None:
+    """Destroy the process group a command ran in under `accelerate launch`, once it has finished.
+
+    Left to interpreter exit, gloo's worker threads can still be joinable when their objects are
+    destroyed, and a rank then aborts ("terminate called without an active exception", pytorch#190489)
+    after its work is done. Only on success: a rank that failed may leave the others inside a collective,
+    where destroying the group would hang them instead of letting the launcher stop them.
+    """
+    dist = sys.modules.get("torch.distributed")  # a command that never imported torch started no group
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _os_hint(exc: OSError) -> str:

@@ -31,3 +31,27 @@ def test_add_expert_under_accelerate_launch_two_processes(tiny_llama, tmp_path):
     assert (path / "experts" / "s" / "adapter_model.safetensors").is_file()
     r = run_see("ask", path, "--json", "--max-new-tokens", "2", "the soup was delicious")
     assert r.returncode == 0 and "scores" in json.loads(r.stdout.splitlines()[0])
+
+
+def test_a_finished_command_destroys_the_process_group_it_ran_in(tiny_llama, tmp_path, monkeypatch):
+    # Left to interpreter exit, a gloo group can abort a rank after its work is done (seen in CI:
+    # "terminate called without an active exception", exit -6); the CLI ends it once the command succeeded.
+    import socket
+
+    import torch.distributed as dist
+
+    from see.cli import main
+
+    assert run_see("init", tmp_path / "ens", "--base", tiny_llama).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        assert main(["list", str(tmp_path / "ens")]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
