@@ -101,12 +101,13 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
     rng = random.Random(seed)
     out = [TrainingExample(task.instruction, ex.input, "pos", ex.output, task.name) for ex in task.examples]
     n_pos = len(out)
-    earlier = [v for k, v in (rehearsal.per_task.items() if rehearsal is not None else ()) if k != task.name]
-    if rehearsal is not None and rehearsal.per_task:
-        sizes = {k: len(v) for k, v in rehearsal.per_task.items() if k != task.name}
-        alloc = _allocate(int(round(negative_ratio * n_pos)), sizes, min_negatives_per_task)
+    queries = [(task.instruction, ex.input) for ex in task.examples]
+    earlier = {k: v for k, v in (rehearsal.per_task.items() if rehearsal is not None else ()) if k != task.name}
+    if earlier:
+        alloc = _allocate(int(round(negative_ratio * n_pos)), {k: len(v) for k, v in earlier.items()},
+                          min_negatives_per_task)
         for name, count in alloc.items():
-            for instruction, text in rng.sample(rehearsal.per_task[name], count):
+            for instruction, text in rng.sample(earlier[name], count):
                 out.append(TrainingExample(instruction, text, "neg", None, f"rehearsal:{name}"))
     if general:
         own = {ex.input for ex in task.examples}
@@ -114,11 +115,9 @@ def reconstruct_task(task: Task, rehearsal: RehearsalBuffer | None = None,
         count = min(len(general), int(round(general_negative_ratio * n_pos)))
         for instruction, text in rng.sample(general, count):
             out.append(TrainingExample(instruction, text, "neg", None, "general"))
-        queries = [(task.instruction, ex.input) for ex in task.examples]
         for instruction, text in near_miss_negatives(queries, general, int(round(near_miss_ratio * n_pos)), seed):
             out.append(TrainingExample(instruction, text, "neg", None, NEAR_MISS))
-    hosts = [q for q in earlier if q] + ([list(general)] if general else [])
-    queries = [(task.instruction, ex.input) for ex in task.examples]
+    hosts = [v for v in earlier.values() if v] + ([list(general)] if general else [])
     for instruction, text in crossed_negatives(queries, hosts, int(round(crossed_ratio * n_pos)), seed):
         out.append(TrainingExample(instruction, text, "neg", None, CROSSED))
     rng.shuffle(out)
