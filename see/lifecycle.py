@@ -246,7 +246,9 @@ def add_expert(path: str | Path, name: str, task: Task, *, config: str | Path | 
     Everything that can fail on user input is checked before the ensemble is
     touched. Training happens in ``.staging/<name>``; the manifest is replaced
     last. Runs under ``accelerate launch`` too: every process trains, the main
-    process writes.
+    process writes. The process group stays up for the caller's later work; end it
+    (``torch.distributed.destroy_process_group()``) before the script exits, as
+    ``see add-expert`` does.
     """
     from accelerate import Accelerator
 
