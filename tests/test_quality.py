@@ -115,6 +115,37 @@ def test_the_quality_gate_names_the_bar_an_expert_did_not_clear(metrics, warned)
         assert line.startswith("warning: expert 'sst2' did not learn") and warned in line, line
 
 
+@pytest.mark.parametrize("metrics, advice, not_advised", [
+    # the user-task suite's add_numbers on the embedded base (seed 1): it fits its training answers and its
+    # held-out loss climbs, so training longer or faster is not the advice
+    ({"heldout_exact_match": 0.0, "base_exact_match": 0.0, "train_loss": 0.0189, "steps": 1000, "lr": 0.003,
+      "eval_history": [{"step": 100, "heldout_loss": 1.3156}, {"step": 400, "heldout_loss": 0.9178},
+                       {"step": 700, "heldout_loss": 1.3275}, {"step": 1000, "heldout_loss": 1.7514}]},
+     "training loss is 0.0189, so it reproduces the answers it trained on but not held-out ones, and its held-out "
+     "loss rose from 0.92 at step 400 to 1.75 at step 1000: it memorised its examples", "Try more steps"),
+    # fitted, held-out loss still falling at the end: no trend is claimed
+    ({"heldout_exact_match": 0.3, "base_exact_match": 0.0, "majority_answer": "a", "majority_exact_match": 0.4,
+      "train_loss": 0.05, "steps": 1000, "eval_history": [{"step": 500, "heldout_loss": 0.9},
+                                                          {"step": 1000, "heldout_loss": 0.8}]},
+     "so it reproduces the answers it trained on but not held-out ones: it memorised", "held-out loss rose"),
+    # count_vowels at twice the default rate: it never fitted its training answers
+    ({"heldout_exact_match": 0.0, "base_exact_match": 0.0, "train_loss": 0.619, "steps": 1000, "lr": 0.006},
+     "Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr (it trained at 0.006)", "memorised"),
+    # answers fine, acceptance poor: a low loss says nothing about routing, so training more is still the advice
+    ({"heldout_exact_match": 0.9, "base_exact_match": 0.0, "train_loss": 0.01, "heldout_accept_rate": 0.5,
+      "steps": 1000}, "Try more steps", "memorised"),
+])
+def test_the_quality_gate_does_not_advise_more_training_to_an_expert_that_memorised(metrics, advice, not_advised):
+    from omegaconf import OmegaConf
+
+    from see.lifecycle import _quality_gate
+
+    lines = []
+    _quality_gate("add_numbers", metrics, OmegaConf.create({"train": {"min_score": None}}), lines.append)
+    [line] = lines
+    assert advice in line and not_advised not in line, line
+
+
 def test_earlier_tasks_taken_counts_the_unseen_kept_queries_at_the_routing_threshold(tiny_llama, monkeypatch):
     from see.prompt import format_prompt
     from see.routing import calibration
