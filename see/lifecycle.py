@@ -833,7 +833,7 @@ def _what_to_change(m: dict, answers_poor: bool) -> str:
         trend = ""
         if losses:
             low = min(losses, key=lambda sl: sl[1])
-            if losses[-1][1] > low[1]:
+            if losses[-1][1] > 1.1 * low[1]:  # a rise within noise would print as "from 0.04 to 0.04"
                 trend = (f", and its held-out loss rose from {low[1]:.2f} at step {low[0]} to {losses[-1][1]:.2f} "
                          f"at step {losses[-1][0]}")
         return (f"Its training loss is {loss:.3g}, so it reproduces the answers it trained on but not held-out "

@@ -128,6 +128,10 @@ def test_the_quality_gate_names_the_bar_an_expert_did_not_clear(metrics, warned)
       "train_loss": 0.05, "steps": 1000, "eval_history": [{"step": 500, "heldout_loss": 0.9},
                                                           {"step": 1000, "heldout_loss": 0.8}]},
      "so it reproduces the answers it trained on but not held-out ones: it memorised", "held-out loss rose"),
+    # a rise of a few percent is noise, not a trend to report
+    ({"heldout_exact_match": 0.0, "base_exact_match": 0.0, "train_loss": 0.05, "steps": 1000,
+      "eval_history": [{"step": 500, "heldout_loss": 0.80}, {"step": 1000, "heldout_loss": 0.82}]},
+     "it memorised", "held-out loss rose"),
     # count_vowels at twice the default rate: it never fitted its training answers
     ({"heldout_exact_match": 0.0, "base_exact_match": 0.0, "train_loss": 0.619, "steps": 1000, "lr": 0.006},
      "Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr (it trained at 0.006)", "memorised"),
