@@ -568,7 +568,10 @@ def _end_process_group() -> None:
     """
     dist = sys.modules.get("torch.distributed")  # a command that never imported torch started no group
     if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        except Exception as exc:  # the command's work is saved; a failed teardown must not turn it into a crash
+            print(f"warning: could not end the process group: {exc}", file=sys.stderr)
 
 
 def _os_hint(exc: OSError) -> str:

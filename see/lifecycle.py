@@ -812,12 +812,12 @@ def _stored(text: str | None) -> str | None:
 #: Below these held-out rates an expert is reported as not having learned to accept or reject.
 MIN_ACCEPT = 0.9
 MIN_REJECT = 0.9
-#: A training loss (the mean of the last steps') under which an expert reproduces the answers it trained on,
-#: about 0.9 probability a token. One under it whose held-out answers are no better than the bar memorised its
-#: examples, and more steps or a higher rate do not help: on the embedded base the user-task suite's add_numbers
-#: and subtract_numbers experts end at 0.019 and 0.012 while their held-out loss climbs from 0.88 (step 300) to
-#: 1.75 and from 0.91 (step 200) to 2.03 (benchmarks/user-tasks/results/embedded-near-miss-1.0/seed1);
-#: count_vowels at twice the default rate, which did not learn, ended at 0.62 (results/embedded-lr-batch-probe).
+#: A training loss (the mean of the last steps', answer and decision tokens together) at or under which an
+#: expert reproduces the answers it trained on, about 0.9 probability a token. One under it whose held-out
+#: answers are no better than the bar memorised its examples, and more steps or a higher rate do not help: on
+#: the embedded base the user-task suite's add_numbers and subtract_numbers experts end at 0.019 and 0.012
+#: while their held-out loss climbs from 0.88 (step 300) to 1.75 and from 0.91 (step 200) to 2.03 (benchmarks/user-tasks/results/embedded-near-miss-1.0/seed1).
+#: Experts that learned end near it too (ticket_department 0.092), so the cut is a bound, not a fitted value.
 FIT_LOSS = 0.1
 #: Above this share of an earlier task's kept queries accepted, the new expert is reported as taking that
 #: task's queries: of 70 unseen kept queries, one or two accepted by chance stay under it.
@@ -836,11 +836,13 @@ def _what_to_change(m: dict, answers_poor: bool) -> str:
             if losses[-1][1] > 1.1 * low[1]:  # a rise within noise would print as "from 0.04 to 0.04"
                 trend = (f", and its held-out loss rose from {low[1]:.2f} at step {low[0]} to {losses[-1][1]:.2f} "
                          f"at step {losses[-1][0]}")
-        return (f"Its training loss is {loss:.3g}, so it reproduces the answers it trained on but not held-out "
-                f"ones{trend}: it memorised its examples rather than learning the task, and more steps or a higher "
-                "train.lr will not change that. More examples, answers that follow from the input by a simpler "
-                "rule, or a larger base (see init --base) may; check too that inputs and outputs are in the right "
-                "fields.")
+        kept = m.get("best_step")
+        kept = f" (the weights kept are step {kept}'s, its best held-out score)" if kept else ""
+        return (f"By step {m.get('steps')} its training loss had fallen to {loss:.3g}, so it reproduced the answers "
+                f"it trained on but not held-out ones{trend}{kept}: it memorised its examples rather than learning "
+                "the task, and more steps or a higher train.lr will not change that. More examples, answers that "
+                "follow from the input by a simpler rule, or a larger base (see init --base) may; check too that "
+                "inputs and outputs are in the right fields.")
     return ("Try more steps (train.min_steps=N or train.epochs=N), a higher train.lr"
             + (f" (it trained at {m['lr']:.3g})" if m.get("lr") else "") + ", "
             "more or more consistent examples, or check that inputs and outputs are in the right fields.")
@@ -850,11 +852,11 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
     """Say plainly when an expert did not learn; refuse it under ``train.min_score``."""
     problems = []
     em, base = m.get("heldout_exact_match"), m.get("base_exact_match")
-    answers_poor = (em is not None and base is not None and em <= base) or collapsed_answers(m)
-    if em is not None and base is not None and em <= base:
+    below_base, collapsed = em is not None and base is not None and em <= base, collapsed_answers(m)
+    if below_base:
         problems.append(f"its held-out exact match {100 * em:.0f}% is no better than the base model's "
                         f"{100 * base:.0f}% on the same queries")
-    elif collapsed_answers(m):
+    elif collapsed:
         # A classification's labels are often words the base never answers with (zero-shot 0%), so beating
         # the base says nothing there: an expert that gives one label to every query beats it too.
         problems.append(f"its held-out exact match {100 * em:.0f}% is no better than always answering "
@@ -885,7 +887,7 @@ def _quality_gate(name: str, m: dict, cfg: DictConfig, log: Log) -> None:
             "train.negative_share=none; or make the tasks' wordings differ more.")
     if problems:
         log(f"warning: expert '{name}' did not learn its task well after {m.get('steps')} steps: "
-            + "; ".join(problems) + ". " + _what_to_change(m, answers_poor))
+            + "; ".join(problems) + ". " + _what_to_change(m, below_base or collapsed))
     floor = cfg.train.min_score
     if floor is not None and (em or 0.0) < float(floor):
         raise QualityError(f"expert '{name}' reached held-out exact match {100 * (em or 0):.1f}%, below "
