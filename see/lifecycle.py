@@ -816,7 +816,8 @@ MIN_REJECT = 0.9
 #: expert reproduces the answers it trained on, about 0.9 probability a token. One under it whose held-out
 #: answers are no better than the bar memorised its examples, and more steps or a higher rate do not help: on
 #: the embedded base the user-task suite's add_numbers and subtract_numbers experts end at 0.019 and 0.012
-#: while their held-out loss climbs from 0.88 (step 300) to 1.75 and from 0.91 (step 200) to 2.03 (benchmarks/user-tasks/results/embedded-near-miss-1.0/seed1).
+#: while their held-out loss climbs from 0.88 (step 300) to 1.75 and from 0.91 (step 200) to 2.03
+#: (benchmarks/user-tasks/results/embedded-near-miss-1.0/seed1).
 #: Experts that learned end near it too (ticket_department 0.092), so the cut is a bound, not a fitted value.
 FIT_LOSS = 0.1
 #: Above this share of an earlier task's kept queries accepted, the new expert is reported as taking that
